@@ -1,0 +1,294 @@
+"""The KKT system: parametric assembly and one reusable factorization.
+
+For the canonical QP (see :mod:`diffmodel.canon`) the optimality conditions are
+
+    K z = −f,   K = [[P, Aᵀ], [A, 0]],   f = (q, −b),   z = (x, ν),
+
+with the Lagrangian L = ½ xᵀPx + qᵀx + r + νᵀ(Ax − b). This module stores the
+upper triangle of K in a fixed compressed-column pattern, with the data of
+that pattern and of f as sparse linear maps of θ̃ = (1, θ):
+
+    k = Kmap θ̃,   f = Fmap θ̃,   r = rvec · θ̃.
+
+:class:`KKTFactorization` factors K once per solve and is then reused by the
+solve itself and by every forward and reverse derivative until the next solve.
+
+Factorization. QDLDL (the LDLᵀ code inside OSQP) factors the quasi-definite
+matrix K_δ = K + δ·diag(I, −I), which exists for any symmetric ordering when
+P is positive semidefinite. Its solutions are corrected to solutions of the
+exact K by iterative refinement, z ← z + K_δ⁻¹(rhs − K z) (the "polishing"
+step of OSQP: Stellato et al., Math. Prog. Comp. 12, 2020, §4.2). The AMD
+ordering and elimination tree are computed once; later factorizations with the
+same pattern only redo the numeric phase. The signs of D give the inertia of
+K_δ, which is (n, m) exactly when P is positive definite on the null space of
+A, i.e. when the QP is strictly convex on its feasible set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import qdldl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from .canon import ParametricQP
+
+__all__ = ["KKTMaps", "KKTFactorization", "build_maps"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+#: Relative static regularization δ of the quasi-definite factorization.
+REGULARIZATION = 1e-10
+#: Maximum iterative refinement steps per solve.
+MAX_REFINE = 8
+#: Refinement stops when the residual is below this, relative to ‖K‖‖z‖ + ‖rhs‖.
+REFINE_TOL = 1e-15
+
+
+@dataclass(frozen=True)
+class KKTMaps:
+    """Sparse maps θ̃ → data of K (upper-triangular CSC pattern), f and r.
+
+    Attributes
+    ----------
+    n, m : int
+        Primal and dual dimensions; K is (n + m) × (n + m).
+    indptr, indices : ndarray
+        Compressed-column pattern of the upper triangle of K, diagonal
+        included for every row.
+    Kmap : scipy.sparse.csr_matrix
+        (nnz(K) × (n_theta + 1)): k = Kmap @ θ̃.
+    Fmap : scipy.sparse.csr_matrix
+        ((n + m) × (n_theta + 1)): f = (q, −b) = Fmap @ θ̃.
+    rvec : ndarray
+        (n_theta + 1,): the objective's constant term r = rvec @ θ̃.
+    rows, cols : ndarray
+        Row and column of each pattern entry.
+    diag_pos : ndarray
+        Position of the diagonal entry of each row in the pattern.
+    K_theta : ndarray
+        Indices of θ̃ that K depends on (never 0): if none of them change,
+        the previous factorization is still valid.
+    P_theta : ndarray
+        Indices of θ̃ that the P block depends on.
+    full_indptr, full_indices, full_src : ndarray
+        Pattern of the full symmetric K in CSR form, with ``full_src`` the
+        upper-pattern position of each entry, for products K z.
+    """
+
+    n: int
+    m: int
+    indptr: IntArray
+    indices: IntArray
+    Kmap: sp.csr_matrix
+    Fmap: sp.csr_matrix
+    rvec: FloatArray
+    rows: IntArray
+    cols: IntArray
+    diag_pos: IntArray
+    K_theta: IntArray
+    P_theta: IntArray
+    full_indptr: IntArray
+    full_indices: IntArray
+    full_src: IntArray
+    reg_sign: FloatArray
+
+    @property
+    def dim(self) -> int:
+        return self.n + self.m
+
+
+def build_maps(qp: ParametricQP) -> KKTMaps:
+    """Assemble the parametric KKT maps of a canonical QP."""
+    n, m, N = qp.n, qp.m, qp.n + qp.m
+    nt = qp.n_theta + 1
+    diag = np.arange(N, dtype=np.int64)
+    # Upper triangle of K: P (i <= j), Aᵀ at (j, n + i), explicit diagonal.
+    rows = np.concatenate([qp.P.i, qp.A.j, diag])
+    cols = np.concatenate([qp.P.j, n + qp.A.i, diag])
+    ps = np.concatenate([qp.P.p, qp.A.p, np.zeros(N, dtype=np.int64)])
+    vals = np.concatenate([qp.P.val, qp.A.val, np.zeros(N)])
+    keys = cols * N + rows  # column-major order = CSC order
+    ukeys, inverse = np.unique(keys, return_inverse=True)
+    u_rows = (ukeys % N).astype(np.int64)
+    u_cols = (ukeys // N).astype(np.int64)
+    nnz = ukeys.shape[0]
+    Kmap = sp.csr_matrix((vals, (inverse, ps)), shape=(nnz, nt))
+    Kmap.sum_duplicates()
+    Kmap.eliminate_zeros()
+    indptr = np.zeros(N + 1, dtype=np.int64)
+    np.add.at(indptr, u_cols + 1, 1)
+    indptr = np.cumsum(indptr)
+    diag_pos = np.searchsorted(ukeys, diag * N + diag)
+
+    Fmap = sp.csr_matrix(
+        (np.concatenate([qp.q.val, -qp.b.val]),
+         (np.concatenate([qp.q.i, n + qp.b.i]), np.concatenate([qp.q.p, qp.b.p]))),
+        shape=(N, nt),
+    )
+    Fmap.sum_duplicates()
+    rvec = np.zeros(nt)
+    np.add.at(rvec, qp.r.p, qp.r.val)
+
+    K_theta = np.unique(Kmap.indices)
+    K_theta = K_theta[K_theta > 0]
+    in_P = (u_rows < n) & (u_cols < n)
+    P_theta = np.unique(Kmap[np.flatnonzero(in_P)].indices)
+    P_theta = P_theta[P_theta > 0]
+
+    # Full symmetric pattern (CSR) for matrix-vector products with K.
+    off = u_rows != u_cols
+    f_rows = np.concatenate([u_rows, u_cols[off]])
+    f_cols = np.concatenate([u_cols, u_rows[off]])
+    f_src = np.concatenate([np.arange(nnz), np.flatnonzero(off)])
+    order = np.lexsort((f_cols, f_rows))
+    full_indptr = np.zeros(N + 1, dtype=np.int64)
+    np.add.at(full_indptr, f_rows + 1, 1)
+    reg_sign = np.concatenate([np.ones(n), -np.ones(m)])
+    return KKTMaps(
+        n=n, m=m, indptr=indptr, indices=u_rows, Kmap=Kmap, Fmap=Fmap, rvec=rvec,
+        rows=u_rows, cols=u_cols, diag_pos=diag_pos.astype(np.int64),
+        K_theta=K_theta.astype(np.int64), P_theta=P_theta.astype(np.int64),
+        full_indptr=np.cumsum(full_indptr), full_indices=f_cols[order],
+        full_src=f_src[order], reg_sign=reg_sign,
+    )
+
+
+class KKTFactorization:
+    """One factorization of K, reused for the solve and every derivative.
+
+    Parameters
+    ----------
+    maps : KKTMaps
+        The pattern of K.
+
+    Notes
+    -----
+    Call :meth:`factor` with new data k; then :meth:`solve` solves K z = rhs
+    to working precision (quasi-definite LDLᵀ plus iterative refinement).
+    Since K is symmetric, the same factorization serves the adjoint systems
+    Kᵀ ω = g of reverse mode.
+    """
+
+    def __init__(self, maps: KKTMaps) -> None:
+        self.maps = maps
+        self._solver: qdldl.Solver | None = None
+        self._kdata: FloatArray | None = None
+        self._K: sp.csr_matrix | None = None
+        self._upper: sp.csc_matrix | None = None
+        self.inertia: tuple[int, int] | None = None
+        self.refine_steps = 0
+        self._sigma_min: float | None = None
+        self.norm: float = 1.0
+        self.delta: float = 0.0
+        #: Number of numeric factorizations so far (the symbolic one happens once).
+        self.count = 0
+
+    @property
+    def K(self) -> sp.csr_matrix:
+        """The exact (unregularized) symmetric K of the last factorization."""
+        if self._K is None:
+            raise RuntimeError("KKT matrix not factored")
+        return self._K
+
+    def factor(self, kdata: FloatArray, *, need_inertia: bool) -> None:
+        """Factor K for the data vector ``kdata`` (pattern of :class:`KKTMaps`).
+
+        Raises
+        ------
+        ArithmeticError
+            If the regularized matrix cannot be factored (a zero pivot: P is
+            not positive semidefinite).
+        """
+        mp = self.maps
+        self.norm = float(np.max(np.abs(kdata), initial=0.0)) or 1.0
+        self.delta = REGULARIZATION * self.norm
+        reg = kdata.copy()
+        reg[mp.diag_pos] += self.delta * mp.reg_sign
+        if self._upper is None:
+            self._upper = sp.csc_matrix((reg, mp.indices, mp.indptr), shape=(mp.dim, mp.dim))
+        else:
+            self._upper.data = reg
+        try:
+            if self._solver is None:
+                self._solver = qdldl.Solver(self._upper, upper=True)
+            else:
+                self._solver.update(self._upper, upper=True)
+        except (RuntimeError, ValueError) as exc:
+            self._solver = None
+            self._kdata = None
+            raise ArithmeticError(str(exc)) from exc
+        self._kdata = kdata
+        self.count += 1
+        self._K = sp.csr_matrix(
+            (kdata[mp.full_src], mp.full_indices, mp.full_indptr), shape=(mp.dim, mp.dim)
+        )
+        self._sigma_min = None
+        self.inertia = None
+        if need_inertia:
+            _, d, _ = self._solver.factors()
+            self.inertia = (int(np.count_nonzero(d > 0)), int(np.count_nonzero(d < 0)))
+
+    def solve(self, rhs: FloatArray) -> tuple[FloatArray, float]:
+        """Solve K z = rhs; return z and the final relative residual.
+
+        One triangular solve pair with the regularized factor, then iterative
+        refinement against the exact K until the residual stops decreasing.
+        """
+        solver = self._solver
+        if solver is None or self._K is None:
+            raise RuntimeError("KKT matrix not factored")
+        K = self._K
+        z = solver.solve(rhs)
+        scale = self.norm * float(np.max(np.abs(z), initial=0.0)) + float(
+            np.max(np.abs(rhs), initial=0.0)
+        )
+        if scale == 0.0:
+            return z, 0.0
+        res = rhs - K @ z
+        err = float(np.max(np.abs(res))) / scale
+        steps = 0
+        while err > REFINE_TOL and steps < MAX_REFINE:
+            z_new = z + solver.solve(res)
+            res_new = rhs - K @ z_new
+            err_new = float(np.max(np.abs(res_new))) / scale
+            steps += 1
+            if not err_new < err:
+                break
+            z, res, err = z_new, res_new, err_new
+            if err_new > 0.5 * err and steps > 2:
+                break
+        self.refine_steps = steps
+        return z, err
+
+    def solve_many(self, rhs: FloatArray) -> tuple[FloatArray, float]:
+        """Solve K Z = RHS column by column (RHS of shape (n + m, k))."""
+        out = np.empty_like(rhs)
+        worst = 0.0
+        for j in range(rhs.shape[1]):
+            out[:, j], err = self.solve(np.ascontiguousarray(rhs[:, j]))
+            worst = max(worst, err)
+        return out, worst
+
+    def sigma_min(self) -> float:
+        """Estimate of the smallest singular value of K, relative to max |K_ij|.
+
+        One step of inverse iteration from a fixed pseudo-random vector: for a
+        singular K the regularized inverse amplifies the null direction by
+        1/δ, so the estimate falls to about δ; for a nonsingular K it is an
+        upper bound on σ_min that is tight for a generic start vector.
+        """
+        if self._sigma_min is None:
+            solver = self._solver
+            if solver is None or self._K is None:
+                raise RuntimeError("KKT matrix not factored")
+            w = np.random.default_rng(12345).standard_normal(self.maps.dim)
+            v = solver.solve(w)
+            v2 = solver.solve(v / np.linalg.norm(v))
+            nv = float(np.linalg.norm(v2))
+            est = float(np.linalg.norm(self._K @ v2)) / nv if nv > 0 else 0.0
+            self._sigma_min = est / self.norm
+        return self._sigma_min

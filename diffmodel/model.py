@@ -1,0 +1,488 @@
+"""The user-facing :class:`Model`: names in, named arrays out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._validation import check_array, check_names, check_parameter_value
+from .canon import Block, ParametricQP, canonicalize
+from .diff import adjoint, jacobian_block, sym_times, tangent
+from .errors import DerivativeError, ModelError, NotSolvedError, SolverError
+from .kkt import KKTFactorization, KKTMaps, build_maps
+from .solvers import SOLVERS, Backend, make_backend
+from .solvers.direct import factorize
+
+__all__ = ["Model", "Solution"]
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The result of :meth:`Model.solve`.
+
+    Attributes
+    ----------
+    status : str
+        ``"optimal"`` (failures raise :class:`~diffmodel.SolverError` instead).
+    value : float
+        Optimal objective value, in the sense of the model (maximized value
+        for ``cp.Maximize``).
+    primal : dict of str to ndarray
+        Optimal value of each variable, by name, shaped like the variable.
+    dual : dict of str to ndarray
+        Optimal dual of each constraint, by name, shaped like the constraint,
+        with CVXPY's sign convention: the Lagrangian is
+        f(x) + Σ νᵀ(lhs − rhs) for a constraint ``lhs == rhs``.
+    solver : str
+        The backend that solved it (``"kkt"`` or ``"osqp"``).
+    iterations : int
+        Refinement steps (``"kkt"``) or ADMM iterations (``"osqp"``).
+    residual : float
+        Final relative KKT residual reported by the backend.
+    timings : dict of str to float
+        Seconds spent per phase of this call.
+    """
+
+    status: str
+    value: float
+    primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    solver: str
+    iterations: int
+    residual: float
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        def shapes(d: Mapping[str, FloatArray]) -> str:
+            return ", ".join(f"{k}: {np.shape(v)}" for k, v in d.items())
+
+        return (
+            f"Solution(status={self.status!r}, value={self.value:.6g}, "
+            f"primal={{{shapes(self.primal)}}}, dual={{{shapes(self.dual)}}}, "
+            f"solver={self.solver!r}, iterations={self.iterations}, "
+            f"residual={self.residual:.1e})"
+        )
+
+
+@dataclass(frozen=True)
+class _State:
+    """Everything derivatives need from the last successful solve."""
+
+    theta: FloatArray
+    kdata: FloatArray
+    f: FloatArray
+    z: FloatArray
+    solution: Solution
+
+
+def _as_constraint_dict(
+    constraints: Mapping[str, cp.Constraint] | Sequence[cp.Constraint] | None,
+) -> dict[str, cp.Constraint]:
+    if constraints is None:
+        return {}
+    if isinstance(constraints, Mapping):
+        return dict(constraints)
+    if isinstance(constraints, cp.Constraint):
+        constraints = [constraints]
+    return {f"c{i}": con for i, con in enumerate(constraints)}
+
+
+class Model:
+    """A differentiable quadratic program built from CVXPY objects.
+
+    Parameters
+    ----------
+    objective : cp.Minimize, cp.Maximize or cp.Problem
+        The objective, or a whole problem (then ``constraints`` must be
+        omitted and the problem's constraints are named ``c0, c1, ...``).
+    constraints : dict of str to constraint, or list of constraints, optional
+        Equality constraints. A dict names them; a list names them
+        ``c0, c1, ...`` in order.
+    solver : {"kkt", "osqp"}, default "kkt"
+        Default backend for :meth:`solve`.
+
+    Raises
+    ------
+    ModelError
+        If the problem is not a convex QP with equality constraints, a
+        variable or parameter has no explicit name, or a name is used twice.
+
+    Notes
+    -----
+    The model is canonicalized once, here. :meth:`solve` only evaluates the
+    stored affine maps for new parameter values, refactors the KKT matrix
+    (reusing its symbolic analysis, and skipping the numeric factorization if
+    only q and b changed), and solves. The factorization is then reused by
+    every :meth:`backward`, :meth:`derivative` and :meth:`jacobian` call until
+    the next solve.
+
+    Vectorization is column-major: a matrix parameter ``A`` of shape (m, n)
+    corresponds to ``A.ravel(order="F")`` in Jacobians.
+
+    Examples
+    --------
+    >>> import cvxpy as cp, numpy as np, diffmodel as dm
+    >>> x = cp.Variable(2, name="x")
+    >>> b = cp.Parameter(name="b")
+    >>> model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"total": cp.sum(x) == b})
+    >>> sol = model.solve(b=2.0)
+    >>> sol.primal["x"]
+    array([1., 1.])
+    >>> model.backward({"x": np.array([1.0, 0.0])})["b"]
+    array(0.5)
+    """
+
+    def __init__(
+        self,
+        objective: cp.Minimize | cp.Maximize | cp.Problem,
+        constraints: Mapping[str, cp.Constraint] | Sequence[cp.Constraint] | None = None,
+        *,
+        solver: str = "kkt",
+    ) -> None:
+        if isinstance(objective, cp.Problem):
+            if constraints is not None:
+                raise ModelError(
+                    "pass either a cp.Problem or an objective with constraints, not both"
+                )
+            constraints = list(objective.constraints)
+            objective = objective.objective
+        if solver not in SOLVERS:
+            raise ModelError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+        cons = _as_constraint_dict(constraints)
+        qp, variables, parameters = canonicalize(objective, cons)
+        clash = set(variables) & set(cons)
+        if clash:
+            name = sorted(clash)[0]
+            raise ModelError(
+                f"the name {name!r} is used by both a variable and a constraint; "
+                "names must be unique so that results can be looked up by name"
+            )
+        self._qp: ParametricQP = qp
+        self._variables: dict[str, cp.Variable] = variables
+        self._parameters: dict[str, cp.Parameter] = parameters
+        self._constraints: dict[str, cp.Constraint] = cons
+        self._solver_name = solver
+        self._maps: KKTMaps = build_maps(qp)
+        self._fact = KKTFactorization(self._maps)
+        self._backends: dict[str, Backend] = {}
+        self._KmapT = self._maps.Kmap.T.tocsr()
+        self._FmapT = self._maps.Fmap.T.tocsr()
+        # θ̃[K_theta] at the current factorization (None: no valid factorization).
+        self._fact_key: FloatArray | None = None
+        self._state: _State | None = None
+        self._last_failure: str | None = None
+
+    # ------------------------------------------------------------------ names
+
+    @property
+    def parameters(self) -> dict[str, cp.Parameter]:
+        """The model's parameters by name, in order of creation."""
+        return dict(self._parameters)
+
+    @property
+    def variables(self) -> dict[str, cp.Variable]:
+        """The model's variables by name, in order of creation."""
+        return dict(self._variables)
+
+    @property
+    def constraints(self) -> dict[str, cp.Constraint]:
+        """The model's constraints by name."""
+        return dict(self._constraints)
+
+    @property
+    def size(self) -> dict[str, int]:
+        """Dimensions of the canonical QP: variables ``n`` (lifted auxiliaries
+        included), equality rows ``m``, parameter entries ``n_theta``, and
+        nonzeros of the KKT matrix's upper triangle ``nnz_kkt``."""
+        return {"n": self._qp.n, "m": self._qp.m, "n_theta": self._qp.n_theta,
+                "nnz_kkt": int(self._maps.indices.shape[0])}
+
+    @property
+    def factorizations(self) -> int:
+        """Number of numeric KKT factorizations performed so far."""
+        return self._fact.count
+
+    # ------------------------------------------------------------------ solve
+
+    def _theta(self, values: Mapping[str, ArrayLike]) -> tuple[FloatArray, dict[str, FloatArray]]:
+        check_names(values, self._parameters, "parameter", "solve()")
+        theta = np.empty(self._qp.n_theta + 1)
+        theta[0] = 1.0
+        given: dict[str, FloatArray] = {}
+        for name, param in self._parameters.items():
+            block = self._qp.parameters[name]
+            if name in values:
+                arr = check_parameter_value(param, name, values[name])
+                given[name] = arr
+            else:
+                current = param.value
+                if current is None:
+                    raise ModelError(
+                        f"parameter '{name}' has no value: pass {name}=... to solve() "
+                        f"or set {name}.value"
+                    )
+                arr = check_array(current, block.shape, f"parameter '{name}'")
+            theta[1 + block.offset: 1 + block.stop] = arr.ravel(order="F")
+        return theta, given
+
+    def solve(self, solver: str | None = None, **values: ArrayLike) -> Solution:
+        """Solve the QP for the given parameter values.
+
+        Parameters
+        ----------
+        solver : {"kkt", "osqp"}, optional
+            Backend for this solve; defaults to the model's.
+        **values : array_like
+            Parameter values by name, each shaped like its parameter. A
+            parameter not given uses its ``Parameter.value``. Given values
+            are also stored in ``Parameter.value``.
+
+        Returns
+        -------
+        Solution
+            Optimal value, primal values by variable name and duals by
+            constraint name. ``Variable.value`` and ``Constraint.dual_value``
+            are set too.
+
+        Raises
+        ------
+        ModelError
+            For an unknown name, a value of the wrong shape, NaN or inf, or a
+            parameter with no value. Nothing is changed in that case.
+        SolverError
+            If the problem is infeasible, unbounded, not convex for these
+            values, or the backend fails. The previous solution is discarded.
+        """
+        t0 = time.perf_counter()
+        name = self._solver_name if solver is None else solver
+        if name not in SOLVERS:
+            raise ModelError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}")
+        theta, given = self._theta(values)
+        for pname, arr in given.items():
+            self._parameters[pname].save_value(arr)
+        maps = self._maps
+        kdata = maps.Kmap @ theta
+        f = maps.Fmap @ theta
+        key = theta[maps.K_theta]
+        k_changed = self._fact_key is None or not np.array_equal(key, self._fact_key)
+        backend = self._backends.get(name)
+        if backend is None:
+            backend = self._backends[name] = make_backend(name, maps)
+        t1 = time.perf_counter()
+        self._state = None
+        try:
+            if name == "kkt" and k_changed:
+                self._fact_key = None
+            raw = backend.solve(kdata, f, self._fact, k_changed)
+        except SolverError as exc:
+            self._last_failure = str(exc)
+            raise
+        if raw.factored:
+            self._fact_key = key.copy()
+        t2 = time.perf_counter()
+        x, nu = raw.x, raw.nu
+        z = np.concatenate([x, nu])
+        xz = np.concatenate([x, np.zeros(maps.m)])
+        quad = float(x @ sym_times(maps, kdata, xz)[: maps.n])
+        value = self._qp.sign * (0.5 * quad + float(f[: maps.n] @ x) + float(maps.rvec @ theta))
+        primal: dict[str, FloatArray] = {}
+        for vname, block in self._qp.variables.items():
+            arr = x[block.offset: block.stop].reshape(block.shape, order="F")
+            primal[vname] = arr
+            self._variables[vname].save_value(arr)
+        dual: dict[str, FloatArray] = {}
+        for cname, block in self._qp.constraints.items():
+            arr = nu[block.offset: block.stop].reshape(block.shape, order="F")
+            dual[cname] = arr
+            self._constraints[cname].save_dual_value(arr)
+        sol = Solution(
+            status="optimal", value=value, primal=primal, dual=dual, solver=name,
+            iterations=raw.iterations, residual=raw.residual,
+            timings={"setup": t1 - t0, "solve": t2 - t1, "total": time.perf_counter() - t0},
+        )
+        self._state = _State(theta, kdata, f, z, sol)
+        self._last_failure = None
+        return sol
+
+    @property
+    def solution(self) -> Solution | None:
+        """The last successful solution, or None if there is none."""
+        return None if self._state is None else self._state.solution
+
+    # ------------------------------------------------------------ derivatives
+
+    def _ready(self, call: str) -> _State:
+        """The shared guard of every derivative: a good solve and a factorization."""
+        state = self._state
+        if state is None:
+            why = (f" (the last solve failed: {self._last_failure})"
+                   if self._last_failure else "")
+            raise NotSolvedError(f"{call} needs a solution: call model.solve() first{why}")
+        key = state.theta[self._maps.K_theta]
+        if self._fact_key is None or not np.array_equal(key, self._fact_key):
+            try:
+                factorize(self._fact, state.kdata, need_inertia=False)
+            except SolverError as exc:
+                raise DerivativeError(f"{call}: {exc}") from None
+            self._fact_key = key.copy()
+        return state
+
+    def _z_vector(self, primal: Mapping[str, ArrayLike] | None,
+                  dual: Mapping[str, ArrayLike] | None, call: str) -> FloatArray:
+        g = np.zeros(self._maps.dim)
+        n = self._maps.n
+        for name, value in (primal or {}).items():
+            block = self._qp.variables.get(name)
+            if block is None:
+                hint = (" (it is a constraint: pass its gradient as dual={...})"
+                        if name in self._constraints else "")
+                check_names([name], self._variables, "variable", call + hint)
+                continue
+            arr = check_array(value, block.shape, f"{call}: gradient for variable '{name}'")
+            g[block.offset: block.stop] = arr.ravel(order="F")
+        for name, value in (dual or {}).items():
+            block = self._qp.constraints.get(name)
+            if block is None:
+                check_names([name], self._constraints, "constraint", call)
+                continue
+            arr = check_array(value, block.shape, f"{call}: gradient for the dual of '{name}'")
+            g[n + block.offset: n + block.stop] = arr.ravel(order="F")
+        return g
+
+    def backward(
+        self,
+        primal: Mapping[str, ArrayLike] | None = None,
+        dual: Mapping[str, ArrayLike] | None = None,
+    ) -> dict[str, FloatArray]:
+        """Reverse mode: gradients of a loss with respect to every parameter.
+
+        Parameters
+        ----------
+        primal : dict of str to array_like, optional
+            ∂ℓ/∂x for any subset of variables, by name, shaped like each.
+        dual : dict of str to array_like, optional
+            ∂ℓ/∂ν for any subset of constraints' duals, by constraint name.
+
+        Returns
+        -------
+        dict of str to ndarray
+            dℓ/dθ for every parameter, by name, shaped like the parameter.
+            ``Parameter.gradient`` is set too.
+
+        Raises
+        ------
+        NotSolvedError
+            If there is no successful solve to differentiate.
+        ModelError
+            For an unknown name or a gradient of the wrong shape.
+        DerivativeError
+            If the KKT matrix is singular at the solution.
+
+        Notes
+        -----
+        One adjoint solve ω = K⁻ᵀ ∂ℓ/∂z with the factorization of the last
+        solve, then dℓ/dθ = −(∂F/∂θ)ᵀ ω for all parameters at once.
+        """
+        g = self._z_vector(primal, dual, "backward()")
+        state = self._ready("backward()")
+        dtheta = adjoint(self._fact, state.z, g, self._KmapT, self._FmapT)
+        grads: dict[str, FloatArray] = {}
+        for name, block in self._qp.parameters.items():
+            arr = dtheta[1 + block.offset: 1 + block.stop].reshape(block.shape, order="F")
+            grads[name] = arr
+            self._parameters[name].gradient = arr
+        return grads
+
+    def derivative(self, directions: Mapping[str, ArrayLike]) -> dict[str, FloatArray]:
+        """Forward mode: the change of the solution along a parameter direction.
+
+        Parameters
+        ----------
+        directions : dict of str to array_like
+            dθ for any subset of parameters, by name, shaped like each
+            (parameters not given do not move).
+
+        Returns
+        -------
+        dict of str to ndarray
+            dx for every variable (by variable name) and dν for every
+            constraint's dual (by constraint name). ``Variable.delta`` is set
+            too.
+
+        Raises
+        ------
+        NotSolvedError, ModelError, DerivativeError
+            As for :meth:`backward`.
+        """
+        check_names(directions, self._parameters, "parameter", "derivative()")
+        dtheta = np.zeros(self._qp.n_theta + 1)
+        for name, value in directions.items():
+            block = self._qp.parameters[name]
+            arr = check_array(value, block.shape, f"derivative(): direction for parameter '{name}'")
+            dtheta[1 + block.offset: 1 + block.stop] = arr.ravel(order="F")
+        state = self._ready("derivative()")
+        dz = tangent(self._fact, state.z, dtheta)
+        n = self._maps.n
+        out: dict[str, FloatArray] = {}
+        for name, block in self._qp.variables.items():
+            arr = dz[block.offset: block.stop].reshape(block.shape, order="F")
+            out[name] = arr
+            self._variables[name].delta = arr
+        for name, block in self._qp.constraints.items():
+            out[name] = dz[n + block.offset: n + block.stop].reshape(block.shape, order="F")
+        return out
+
+    def _output_rows(self, of: str, call: str) -> tuple[Block, int]:
+        if of in self._qp.variables:
+            return self._qp.variables[of], 0
+        if of in self._qp.constraints:
+            return self._qp.constraints[of], self._maps.n
+        names = ", ".join(repr(k) for k in [*self._variables, *self._constraints])
+        raise ModelError(f"{call}: {of!r} is neither a variable nor a constraint (known: {names})")
+
+    def jacobian(self, of: str, wrt: str) -> FloatArray:
+        """The Jacobian of a variable (or a constraint's dual) w.r.t. a parameter.
+
+        Parameters
+        ----------
+        of : str
+            A variable name, or a constraint name for its dual ν.
+        wrt : str
+            A parameter name.
+
+        Returns
+        -------
+        ndarray of shape (size of ``of``, size of ``wrt``)
+            Rows follow ``of`` and columns ``wrt``, each flattened in
+            column-major (Fortran) order.
+
+        Notes
+        -----
+        Uses forward passes (one per column) or reverse passes (one per row),
+        whichever is fewer, all with the factorization of the last solve.
+        """
+        block, shift = self._output_rows(of, "jacobian()")
+        check_names([wrt], self._parameters, "parameter", "jacobian()")
+        state = self._ready("jacobian()")
+        pblock = self._qp.parameters[wrt]
+        rows = np.arange(shift + block.offset, shift + block.stop)
+        cols = np.arange(1 + pblock.offset, 1 + pblock.stop)
+        return jacobian_block(self._fact, state.z, rows, cols)
+
+    def __repr__(self) -> str:
+        def names(d: Mapping[str, object]) -> str:
+            return ", ".join(d) or "-"
+
+        s = self.size
+        return (
+            f"Model(variables=[{names(self._variables)}], parameters=[{names(self._parameters)}], "
+            f"constraints=[{names(self._constraints)}], n={s['n']}, m={s['m']}, "
+            f"solver={self._solver_name!r})"
+        )
