@@ -50,6 +50,7 @@ from cvxpy.atoms.affine.transpose import transpose
 from cvxpy.atoms.affine.unary_operators import NegExpression
 from cvxpy.atoms.affine.vstack import Vstack
 from cvxpy.atoms.elementwise.power import Power
+from cvxpy.atoms.affine.wraps import Wrap
 from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.atoms.quad_over_lin import quad_over_lin
 from cvxpy.constraints.zero import Equality, Zero
@@ -279,6 +280,11 @@ def _broadcast(a: Affine, shape: tuple[int, ...]) -> Affine:
     return _apply_linear(_selection(idx, a.size), a, shape)
 
 
+def _h_wrap(w: _Walker, expr: Wrap) -> Affine:
+    # psd_wrap, symmetric_wrap, ...: assertions about the argument, no change of value.
+    return w.affine(expr.args[0])
+
+
 def _h_neg(w: _Walker, expr: NegExpression) -> Affine:
     return w.affine(expr.args[0]).scaled(-1.0)
 
@@ -460,6 +466,7 @@ _HANDLERS = {
     multiply: _h_multiply,
     DivExpression: _h_div,
     MulExpression: _h_matmul,
+    Wrap: _h_wrap,
 }
 
 

@@ -33,7 +33,7 @@ FloatArray = NDArray[np.float64]
 #: A derivative solve whose relative residual exceeds this is reported as failed.
 DERIV_TOL = 1e-8
 #: K is treated as singular when σ_min(K) / max|K_ij| is below this.
-SINGULAR_TOL = 1e-8
+SINGULAR_TOL = 1e-12
 
 
 def _check(fact: KKTFactorization, residual: float) -> None:

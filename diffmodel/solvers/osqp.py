@@ -97,7 +97,7 @@ class OSQPBackend:
             self._solver.update(q=q, l=b, u=b, Px=Px, Ax=Ax)
         else:
             self._solver.update(q=q, l=b, u=b)
-        result = self._solver.solve()
+        result = self._solver.solve(raise_error=False)
         status = STATUS_MAP.get(result.info.status_val, STATUS_ERROR)
         if status is not None:
             # The ADMM state is not trustworthy after a failure: set up afresh next time.

@@ -1,0 +1,175 @@
+"""Test problems: seeded random equality QPs and Maros–Mészáros instances.
+
+These build ordinary :class:`~diffmodel.Model` objects with named parameters
+``q`` and ``b`` (and, for :func:`random_qp`, optionally ``A``), so tests,
+benchmarks and users can exercise the library on the same problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from .errors import ModelError
+from .model import Model
+
+__all__ = ["QPData", "random_qp", "banded_qp", "load_maros_meszaros", "as_model",
+           "maros_meszaros_dir"]
+
+
+@dataclass(frozen=True)
+class QPData:
+    """Numeric data of ``minimize ½xᵀPx + qᵀx subject to Ax = b``.
+
+    ``P`` is symmetric positive semidefinite (both triangles stored).
+    """
+
+    name: str
+    P: sp.csc_matrix
+    q: NDArray[np.float64]
+    A: sp.csc_matrix
+    b: NDArray[np.float64]
+
+    @property
+    def n(self) -> int:
+        return int(self.P.shape[0])
+
+    @property
+    def m(self) -> int:
+        return int(self.A.shape[0])
+
+    def kkt(self) -> sp.csc_matrix:
+        """The KKT matrix [[P, Aᵀ], [A, 0]]."""
+        return sp.bmat([[self.P, self.A.T], [self.A, None]], format="csc")
+
+
+def random_qp(n: int, m: int, seed: int = 0, density: float = 1.0) -> QPData:
+    """A well-conditioned random equality QP (P ≻ 0, A of full row rank).
+
+    Parameters
+    ----------
+    n, m : int
+        Numbers of variables and of equality constraints (m < n).
+    seed : int
+        Seed of the generator.
+    density : float
+        Fraction of nonzeros of the random parts of P and A.
+    """
+    if not 0 <= m < n:
+        raise ValueError(f"need 0 <= m < n, got n={n}, m={m}")
+    rng = np.random.default_rng(seed)
+    M = sp.random(n, n, density=density, random_state=rng, data_rvs=rng.standard_normal)
+    P = sp.csc_matrix(M @ M.T / max(1.0, density * n) + sp.identity(n))
+    A = sp.random(m, n, density=density, random_state=rng, data_rvs=rng.standard_normal)
+    A = sp.csc_matrix(A + sp.eye(m, n) * 2.0)
+    return QPData(f"random_{n}x{m}_s{seed}", P, rng.standard_normal(n), A,
+                  rng.standard_normal(m))
+
+
+def banded_qp(n: int, seed: int = 0, bandwidth: int = 2) -> QPData:
+    """A sparse banded equality QP with m = n / 2 constraints.
+
+    P = B Bᵀ + I with B banded, A = [2I + banded part] of shape (n/2, n):
+    the kind of structure of discretized control and estimation problems.
+    """
+    rng = np.random.default_rng(seed)
+    m = n // 2
+    offsets = list(range(-bandwidth, bandwidth + 1))
+    B = sp.diags([0.3 * rng.standard_normal(n - abs(k)) for k in offsets], offsets, shape=(n, n))
+    P = sp.csc_matrix(B @ B.T + sp.identity(n))
+    A = sp.diags(
+        [2.0 + rng.random(m), 0.3 * rng.standard_normal(m), 0.3 * rng.standard_normal(m)],
+        [0, 1, 2], shape=(m, n),
+    )
+    return QPData(f"banded_{n}", P, rng.standard_normal(n), sp.csc_matrix(A),
+                  rng.standard_normal(m))
+
+
+def maros_meszaros_dir() -> Path | None:
+    """The folder of Maros–Mészáros ``.mat`` files, if present.
+
+    Looks at ``$DIFFMODEL_MAROS_MESZAROS`` and then at
+    ``../shared/data/maros-meszaros`` beside the repository.
+    """
+    import os
+
+    env = os.environ.get("DIFFMODEL_MAROS_MESZAROS")
+    candidates = [Path(env)] if env else []
+    root = Path(__file__).resolve().parent.parent
+    candidates.append(root.parent / "shared" / "data" / "maros-meszaros")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return None
+
+
+def load_maros_meszaros(name: str, folder: Path | str | None = None) -> QPData:
+    """Load an equality-constrained Maros–Mészáros instance.
+
+    Only rows with l = u are kept; the files' bound rows must be inactive for
+    this to be the same problem (true for the instances listed in the data's
+    README as equality QPs).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the data folder or the file is missing.
+    """
+    from scipy.io import loadmat
+
+    base = Path(folder) if folder is not None else maros_meszaros_dir()
+    if base is None:
+        raise FileNotFoundError("Maros–Mészáros data folder not found")
+    data = loadmat(str(base / f"{name}.mat"))
+    P = sp.csc_matrix(data["P"], dtype=float)
+    A = sp.csr_matrix(data["A"], dtype=float)
+    lo, up = data["l"].ravel(), data["u"].ravel()
+    eq = np.flatnonzero(lo == up)
+    return QPData(name, P, data["q"].ravel().astype(float), sp.csc_matrix(A[eq]),
+                  lo[eq].astype(float))
+
+
+def as_model(data: QPData, parameters: tuple[str, ...] = ("q", "b"),
+             solver: str = "kkt") -> tuple[Model, dict[str, NDArray[np.float64]]]:
+    """A :class:`Model` of ``data`` with the named parts as parameters.
+
+    Parameters
+    ----------
+    data : QPData
+    parameters : tuple of {"q", "b", "A"}
+        Which parts become ``cp.Parameter`` objects (the others are constants).
+        A parameter ``A`` is dense (one parameter entry per matrix entry).
+    solver : str
+        Default backend of the model.
+
+    Returns
+    -------
+    model : Model
+    values : dict of str to ndarray
+        The parameters' values (also set as ``Parameter.value``).
+    """
+    unknown = set(parameters) - {"q", "b", "A"}
+    if unknown:
+        raise ModelError(f"as_model(): unknown parts {sorted(unknown)}; use q, b or A")
+    n, m = data.n, data.m
+    x = cp.Variable(n, name="x")
+    values: dict[str, NDArray[np.float64]] = {}
+
+    def part(key: str, value: object, shape: tuple[int, ...]) -> object:
+        if key not in parameters:
+            return value
+        dense = value.toarray() if sp.issparse(value) else np.asarray(value)
+        values[key] = dense
+        return cp.Parameter(shape, name=key, value=dense)
+
+    q = part("q", data.q, (n,))
+    b = part("b", data.b, (m,))
+    A = part("A", data.A, (m, n))
+    objective = cp.Minimize(0.5 * cp.quad_form(x, data.P, assume_PSD=True) + q @ x)
+    model = Model(objective, {"eq": A @ x == b} if m else {}, solver=solver)
+    return model, values
