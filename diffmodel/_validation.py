@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import ModelError
 
-__all__ = ["check_array", "check_names", "check_parameter_value"]
+__all__ = ["check_array", "check_names", "check_parameter_value", "has_checked_attributes"]
 
 # Parameter attributes whose validity CVXPY checks on assignment.
 _CHECKED_ATTRS = ("nonneg", "nonpos", "pos", "neg", "PSD", "NSD", "symmetric",
@@ -61,12 +61,17 @@ def check_array(value: ArrayLike, shape: tuple[int, ...], what: str) -> NDArray[
 def check_parameter_value(param: cp.Parameter, name: str, value: ArrayLike) -> NDArray[np.float64]:
     """Validate a parameter value, including the attributes it was declared with."""
     arr = check_array(value, tuple(param.shape), f"parameter '{name}'")
-    if any(param.attributes.get(attr) for attr in _CHECKED_ATTRS):
+    if has_checked_attributes(param):
         try:
             param._validate_value(arr)  # CVXPY's own check of nonneg, PSD, ...
         except ValueError as exc:
             raise ModelError(f"parameter '{name}': {exc}") from None
     return arr
+
+
+def has_checked_attributes(param: cp.Parameter) -> bool:
+    """Whether CVXPY must validate values of ``param`` (nonneg, PSD, ...)."""
+    return any(param.attributes.get(attr) for attr in _CHECKED_ATTRS)
 
 
 def check_names(given: Iterable[str], known: Mapping[str, object], kind: str,

@@ -620,19 +620,21 @@ def _sum_of_squares(w: _Walker, expr: cp.Expression) -> tuple[Affine, Affine] | 
 
 @dataclass(frozen=True)
 class Block:
-    """Where a named CVXPY object lives in a stacked vector."""
+    """Where a named CVXPY object lives in a stacked vector.
+
+    ``vector[block.offset:block.stop]`` is the object flattened in
+    column-major order.
+    """
 
     name: str
     offset: int
     shape: tuple[int, ...]
+    size: int = field(init=False)
+    stop: int = field(init=False)
 
-    @property
-    def size(self) -> int:
-        return _size(self.shape)
-
-    @property
-    def stop(self) -> int:
-        return self.offset + self.size
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _size(self.shape))
+        object.__setattr__(self, "stop", self.offset + self.size)
 
 
 @dataclass(frozen=True)

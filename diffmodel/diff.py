@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from .errors import DerivativeError
 from .kkt import KKTFactorization, KKTMaps
 
-__all__ = ["tangent", "adjoint", "dF_dtheta", "DERIV_TOL", "SINGULAR_TOL"]
+__all__ = ["tangent", "adjoint", "dF_dtheta", "jacobian_block", "DERIV_TOL", "SINGULAR_TOL"]
 
 FloatArray = NDArray[np.float64]
 
@@ -52,15 +52,6 @@ def _check(fact: KKTFactorization, residual: float) -> None:
         )
 
 
-def sym_times(maps: KKTMaps, kdata: FloatArray, z: FloatArray) -> FloatArray:
-    """(K z) for the symmetric K whose upper-triangular data is ``kdata``."""
-    rows, cols = maps.rows, maps.cols
-    out = np.bincount(rows, kdata * z[cols], minlength=maps.dim)
-    off = rows != cols
-    out += np.bincount(cols[off], kdata[off] * z[rows[off]], minlength=maps.dim)
-    return out
-
-
 def tangent(fact: KKTFactorization, z: FloatArray, dtheta: FloatArray) -> FloatArray:
     """Forward mode: dz = −K⁻¹ (dK z + df) for a direction dθ̃ (dθ̃[0] = 0).
 
@@ -70,19 +61,16 @@ def tangent(fact: KKTFactorization, z: FloatArray, dtheta: FloatArray) -> FloatA
         If K is singular (the derivative does not exist).
     """
     maps = fact.maps
-    dk = maps.Kmap @ dtheta
-    rhs = -(sym_times(maps, dk, z) + maps.Fmap @ dtheta)
+    rhs = -(maps.dK_times(maps.dep.apply(dtheta), z) + maps.F.apply(dtheta))
     dz, residual = fact.solve(rhs)
     _check(fact, residual)
     return dz
 
 
-def adjoint(fact: KKTFactorization, z: FloatArray, g: FloatArray,
-            KmapT: sp.csr_matrix, FmapT: sp.csr_matrix) -> FloatArray:
+def adjoint(fact: KKTFactorization, z: FloatArray, g: FloatArray) -> FloatArray:
     """Reverse mode: dℓ/dθ̃ = −(∂F/∂θ̃)ᵀ K⁻ᵀ g for g = ∂ℓ/∂z.
 
-    ``KmapT`` and ``FmapT`` are the transposes of the maps in CSR form (built
-    once per model). Entry 0 of the result (the constant of θ̃) is meaningless.
+    Entry 0 of the result (the constant of θ̃) is meaningless.
 
     Raises
     ------
@@ -92,16 +80,15 @@ def adjoint(fact: KKTFactorization, z: FloatArray, g: FloatArray,
     maps = fact.maps
     omega, residual = fact.solve(g)
     _check(fact, residual)
-    rows, cols = maps.rows, maps.cols
-    h = omega[rows] * z[cols]
-    off = rows != cols
-    h[off] += omega[cols[off]] * z[rows[off]]
-    return -(KmapT @ h + FmapT @ omega)
+    grad = maps.F.apply_adjoint(omega)
+    if maps.dep_rows.shape[0]:
+        grad += maps.dep.apply_adjoint(maps.dK_adjoint(omega, z))
+    return -grad
 
 
 def dF_dtheta(maps: KKTMaps, z: FloatArray, columns: NDArray[np.int64]) -> sp.csc_matrix:
     """The sparse matrix ∂F/∂θ̃[:, columns] = (∂K/∂θ̃) z + Fmap at the point z."""
-    Kc = sp.csc_matrix(maps.Kmap[:, columns])
+    Kc = sp.csc_matrix(maps.K.matrix[:, columns])
     rows, cols = maps.rows, maps.cols
     coo = Kc.tocoo()
     e = coo.row
@@ -111,7 +98,7 @@ def dF_dtheta(maps: KKTMaps, z: FloatArray, columns: NDArray[np.int64]) -> sp.cs
     out_rows = np.concatenate([r, c[off]])
     out_cols = np.concatenate([coo.col, coo.col[off]])
     D = sp.csc_matrix((data, (out_rows, out_cols)), shape=(maps.dim, columns.shape[0]))
-    return sp.csc_matrix(D + maps.Fmap[:, columns])
+    return sp.csc_matrix(D + maps.F.matrix[:, columns])
 
 
 def jacobian_block(fact: KKTFactorization, z: FloatArray, out_rows: NDArray[np.int64],

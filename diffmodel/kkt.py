@@ -8,7 +8,9 @@ with the Lagrangian L = ½ xᵀPx + qᵀx + r + νᵀ(Ax − b). This module sto
 upper triangle of K in a fixed compressed-column pattern, with the data of
 that pattern and of f as sparse linear maps of θ̃ = (1, θ):
 
-    k = Kmap θ̃,   f = Fmap θ̃,   r = rvec · θ̃.
+    k = Kmap θ̃,   f = Fmap θ̃,   r = rvec · θ̃,
+
+each stored as a :class:`LinearMap` with its adjoint beside it.
 
 :class:`KKTFactorization` factors K once per solve and is then reused by the
 solve itself and by every forward and reverse derivative until the next solve.
@@ -35,17 +37,49 @@ from numpy.typing import NDArray
 
 from .canon import ParametricQP
 
-__all__ = ["KKTMaps", "KKTFactorization", "build_maps"]
+__all__ = ["KKTMaps", "KKTFactorization", "LinearMap", "build_maps"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 #: Relative static regularization δ of the quasi-definite factorization.
-REGULARIZATION = 1e-10
+REGULARIZATION = 1e-9
 #: Maximum iterative refinement steps per solve.
 MAX_REFINE = 8
 #: Refinement stops when the residual is below this, relative to ‖K‖‖z‖ + ‖rhs‖.
-REFINE_TOL = 1e-15
+REFINE_TOL = 5e-15
+
+
+#: Maps with at most this many entries (rows × columns) are stored dense:
+#: for small models a dense product is several times faster than a sparse one.
+DENSE_LIMIT = 40_000
+
+
+class LinearMap:
+    """A constant linear map y = M x with its adjoint x̄ = Mᵀ ȳ beside it.
+
+    Stored sparse (CSR for M and for Mᵀ), or dense when small, so that
+    applying it costs as little as possible either way.
+    """
+
+    def __init__(self, M: sp.spmatrix) -> None:
+        self.matrix = sp.csr_matrix(M)
+        self.shape = self.matrix.shape
+        if self.shape[0] * self.shape[1] <= DENSE_LIMIT:
+            dense = self.matrix.toarray()
+            self._fwd: FloatArray | sp.csr_matrix = dense
+            self._adj: FloatArray | sp.csr_matrix = np.ascontiguousarray(dense.T)
+        else:
+            self._fwd = self.matrix
+            self._adj = self.matrix.T.tocsr()
+
+    def apply(self, x: FloatArray) -> FloatArray:
+        """M x."""
+        return self._fwd @ x
+
+    def apply_adjoint(self, y: FloatArray) -> FloatArray:
+        """Mᵀ y."""
+        return self._adj @ y
 
 
 @dataclass(frozen=True)
@@ -59,16 +93,20 @@ class KKTMaps:
     indptr, indices : ndarray
         Compressed-column pattern of the upper triangle of K, diagonal
         included for every row.
-    Kmap : scipy.sparse.csr_matrix
-        (nnz(K) × (n_theta + 1)): k = Kmap @ θ̃.
-    Fmap : scipy.sparse.csr_matrix
-        ((n + m) × (n_theta + 1)): f = (q, −b) = Fmap @ θ̃.
+    K : LinearMap
+        θ̃ → k, the data of that pattern (nnz(K) × (n_theta + 1)).
+    F : LinearMap
+        θ̃ → f = (q, −b) ((n + m) × (n_theta + 1)).
     rvec : ndarray
         (n_theta + 1,): the objective's constant term r = rvec @ θ̃.
     rows, cols : ndarray
         Row and column of each pattern entry.
     diag_pos : ndarray
         Position of the diagonal entry of each row in the pattern.
+    dep : LinearMap
+        θ̃ → the entries of k that depend on θ (the others are constant).
+    dep_rows, dep_cols : ndarray
+        Row and column of those entries; ``dep_off`` marks the off-diagonal ones.
     K_theta : ndarray
         Indices of θ̃ that K depends on (never 0): if none of them change,
         the previous factorization is still valid.
@@ -77,18 +115,24 @@ class KKTMaps:
     full_indptr, full_indices, full_src : ndarray
         Pattern of the full symmetric K in CSR form, with ``full_src`` the
         upper-pattern position of each entry, for products K z.
+    reg_sign : ndarray
+        +1 on the primal and −1 on the dual diagonal (the regularization).
     """
 
     n: int
     m: int
     indptr: IntArray
     indices: IntArray
-    Kmap: sp.csr_matrix
-    Fmap: sp.csr_matrix
+    K: LinearMap
+    F: LinearMap
     rvec: FloatArray
     rows: IntArray
     cols: IntArray
     diag_pos: IntArray
+    dep: LinearMap
+    dep_rows: IntArray
+    dep_cols: IntArray
+    dep_off: NDArray[np.bool_]
     K_theta: IntArray
     P_theta: IntArray
     full_indptr: IntArray
@@ -99,6 +143,23 @@ class KKTMaps:
     @property
     def dim(self) -> int:
         return self.n + self.m
+
+    def dK_times(self, ddep: FloatArray, z: FloatArray) -> FloatArray:
+        """(dK) z for a change ``ddep`` of the θ-dependent entries of K."""
+        rows, cols, off = self.dep_rows, self.dep_cols, self.dep_off
+        out = np.bincount(rows, ddep * z[cols], minlength=self.dim)
+        out += np.bincount(cols[off], ddep[off] * z[rows[off]], minlength=self.dim)
+        return out
+
+    def dK_adjoint(self, omega: FloatArray, z: FloatArray) -> FloatArray:
+        """∂(ωᵀ K z)/∂k for the θ-dependent entries of K.
+
+        For an upper-pattern entry (r, c): ω_r z_c + ω_c z_r if r ≠ c, else ω_r z_r.
+        """
+        rows, cols, off = self.dep_rows, self.dep_cols, self.dep_off
+        h = omega[rows] * z[cols]
+        h[off] += omega[cols[off]] * z[rows[off]]
+        return h
 
 
 def build_maps(qp: ParametricQP) -> KKTMaps:
@@ -138,6 +199,10 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
     in_P = (u_rows < n) & (u_cols < n)
     P_theta = np.unique(Kmap[np.flatnonzero(in_P)].indices)
     P_theta = P_theta[P_theta > 0]
+    # Entries of K that depend on θ: only these enter derivatives through dK.
+    theta_part = Kmap[:, 1:]
+    dep_pos = np.flatnonzero(np.diff(theta_part.indptr) > 0)
+    Kdep = sp.hstack([sp.csr_matrix((dep_pos.shape[0], 1)), theta_part[dep_pos]])
 
     # Full symmetric pattern (CSR) for matrix-vector products with K.
     off = u_rows != u_cols
@@ -149,8 +214,10 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
     np.add.at(full_indptr, f_rows + 1, 1)
     reg_sign = np.concatenate([np.ones(n), -np.ones(m)])
     return KKTMaps(
-        n=n, m=m, indptr=indptr, indices=u_rows, Kmap=Kmap, Fmap=Fmap, rvec=rvec,
-        rows=u_rows, cols=u_cols, diag_pos=diag_pos.astype(np.int64),
+        n=n, m=m, indptr=indptr, indices=u_rows, K=LinearMap(Kmap), F=LinearMap(Fmap),
+        rvec=rvec, rows=u_rows, cols=u_cols, diag_pos=diag_pos.astype(np.int64),
+        dep=LinearMap(Kdep), dep_rows=u_rows[dep_pos], dep_cols=u_cols[dep_pos],
+        dep_off=u_rows[dep_pos] != u_cols[dep_pos],
         K_theta=K_theta.astype(np.int64), P_theta=P_theta.astype(np.int64),
         full_indptr=np.cumsum(full_indptr), full_indices=f_cols[order],
         full_src=f_src[order], reg_sign=reg_sign,
@@ -177,7 +244,7 @@ class KKTFactorization:
         self.maps = maps
         self._solver: qdldl.Solver | None = None
         self._kdata: FloatArray | None = None
-        self._K: sp.csr_matrix | None = None
+        self._K: sp.csr_matrix | FloatArray | None = None
         self._upper: sp.csc_matrix | None = None
         self.inertia: tuple[int, int] | None = None
         self.refine_steps = 0
@@ -188,8 +255,9 @@ class KKTFactorization:
         self.count = 0
 
     @property
-    def K(self) -> sp.csr_matrix:
-        """The exact (unregularized) symmetric K of the last factorization."""
+    def K(self) -> sp.csr_matrix | FloatArray:
+        """The exact (unregularized) symmetric K of the last factorization
+        (dense for small systems)."""
         if self._K is None:
             raise RuntimeError("KKT matrix not factored")
         return self._K
@@ -223,9 +291,10 @@ class KKTFactorization:
             raise ArithmeticError(str(exc)) from exc
         self._kdata = kdata
         self.count += 1
-        self._K = sp.csr_matrix(
+        K = sp.csr_matrix(
             (kdata[mp.full_src], mp.full_indices, mp.full_indptr), shape=(mp.dim, mp.dim)
         )
+        self._K = K.toarray() if mp.dim * mp.dim <= DENSE_LIMIT else K
         self._sigma_min = None
         self.inertia = None
         if need_inertia:
@@ -243,18 +312,18 @@ class KKTFactorization:
             raise RuntimeError("KKT matrix not factored")
         K = self._K
         z = solver.solve(rhs)
-        scale = self.norm * float(np.max(np.abs(z), initial=0.0)) + float(
-            np.max(np.abs(rhs), initial=0.0)
-        )
+        if z.shape[0] == 0:
+            return z, 0.0
+        scale = self.norm * float(np.abs(z).max()) + float(np.abs(rhs).max())
         if scale == 0.0:
             return z, 0.0
         res = rhs - K @ z
-        err = float(np.max(np.abs(res))) / scale
+        err = float(np.abs(res).max()) / scale
         steps = 0
         while err > REFINE_TOL and steps < MAX_REFINE:
             z_new = z + solver.solve(res)
             res_new = rhs - K @ z_new
-            err_new = float(np.max(np.abs(res_new))) / scale
+            err_new = float(np.abs(res_new).max()) / scale
             steps += 1
             if not err_new < err:
                 break

@@ -10,9 +10,14 @@ import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validation import check_array, check_names, check_parameter_value
+from ._validation import (
+    check_array,
+    check_names,
+    check_parameter_value,
+    has_checked_attributes,
+)
 from .canon import Block, ParametricQP, canonicalize
-from .diff import adjoint, jacobian_block, sym_times, tangent
+from .diff import adjoint, jacobian_block, tangent
 from .errors import DerivativeError, ModelError, NotSolvedError, SolverError
 from .kkt import KKTFactorization, KKTMaps, build_maps
 from .solvers import SOLVERS, Backend, make_backend
@@ -172,10 +177,16 @@ class Model:
         self._maps: KKTMaps = build_maps(qp)
         self._fact = KKTFactorization(self._maps)
         self._backends: dict[str, Backend] = {}
-        self._KmapT = self._maps.Kmap.T.tocsr()
-        self._FmapT = self._maps.Fmap.T.tocsr()
         # θ̃[K_theta] at the current factorization (None: no valid factorization).
         self._fact_key: FloatArray | None = None
+        # The last evaluated K data and the θ̃[K_theta] it was evaluated at.
+        self._kdata: FloatArray = np.zeros(0)
+        self._kdata_key: FloatArray | None = None
+        # Per parameter: name, object, layout, and whether CVXPY attributes need checking.
+        self._param_slots = [
+            (name, param, qp.parameters[name], has_checked_attributes(param))
+            for name, param in parameters.items()
+        ]
         self._state: _State | None = None
         self._last_failure: str | None = None
 
@@ -212,24 +223,39 @@ class Model:
     # ------------------------------------------------------------------ solve
 
     def _theta(self, values: Mapping[str, ArrayLike]) -> tuple[FloatArray, dict[str, FloatArray]]:
-        check_names(values, self._parameters, "parameter", "solve()")
+        """θ̃ = (1, θ) from the given values and the parameters' current values.
+
+        Validates everything before anything is changed. Shapes are checked
+        per parameter; finiteness once for the whole vector.
+        """
+        if not values.keys() <= self._parameters.keys():
+            check_names(values, self._parameters, "parameter", "solve()")
         theta = np.empty(self._qp.n_theta + 1)
         theta[0] = 1.0
         given: dict[str, FloatArray] = {}
-        for name, param in self._parameters.items():
-            block = self._qp.parameters[name]
+        for name, param, block, strict in self._param_slots:
             if name in values:
-                arr = check_parameter_value(param, name, values[name])
+                value = values[name]
+                if (isinstance(value, np.ndarray) and value.dtype == np.float64
+                        and value.shape == block.shape and not strict):
+                    arr = value
+                else:
+                    arr = check_parameter_value(param, name, value)
                 given[name] = arr
             else:
-                current = param.value
-                if current is None:
+                arr = param.value
+                if arr is None:
                     raise ModelError(
                         f"parameter '{name}' has no value: pass {name}=... to solve() "
                         f"or set {name}.value"
                     )
-                arr = check_array(current, block.shape, f"parameter '{name}'")
+                if not isinstance(arr, np.ndarray) or arr.shape != block.shape:
+                    arr = check_array(arr, block.shape, f"parameter '{name}'")
             theta[1 + block.offset: 1 + block.stop] = arr.ravel(order="F")
+        if not np.isfinite(theta).all():
+            for name, param, block, _ in self._param_slots:
+                check_array(theta[1 + block.offset: 1 + block.stop].reshape(block.shape, order="F"),
+                            block.shape, f"parameter '{name}'")
         return theta, given
 
     def solve(self, solver: str | None = None, **values: ArrayLike) -> Solution:
@@ -268,10 +294,14 @@ class Model:
         for pname, arr in given.items():
             self._parameters[pname].save_value(arr)
         maps = self._maps
-        kdata = maps.Kmap @ theta
-        f = maps.Fmap @ theta
         key = theta[maps.K_theta]
         k_changed = self._fact_key is None or not np.array_equal(key, self._fact_key)
+        if self._kdata_key is not None and np.array_equal(key, self._kdata_key):
+            kdata = self._kdata  # K does not depend on what changed: reuse its data.
+        else:
+            kdata = maps.K.apply(theta)
+            self._kdata, self._kdata_key = kdata, key
+        f = maps.F.apply(theta)
         backend = self._backends.get(name)
         if backend is None:
             backend = self._backends[name] = make_backend(name, maps)
@@ -289,9 +319,11 @@ class Model:
         t2 = time.perf_counter()
         x, nu = raw.x, raw.nu
         z = np.concatenate([x, nu])
-        xz = np.concatenate([x, np.zeros(maps.m)])
-        quad = float(x @ sym_times(maps, kdata, xz)[: maps.n])
-        value = self._qp.sign * (0.5 * quad + float(f[: maps.n] @ x) + float(maps.rvec @ theta))
+        # At a KKT point P x = −q − Aᵀν and A x = b, so ½xᵀPx + qᵀx = ½(qᵀx − bᵀν).
+        n = maps.n
+        value = self._qp.sign * (
+            0.5 * float(f[:n] @ x + f[n:] @ nu) + float(maps.rvec @ theta)
+        )
         primal: dict[str, FloatArray] = {}
         for vname, block in self._qp.variables.items():
             arr = x[block.offset: block.stop].reshape(block.shape, order="F")
@@ -392,7 +424,7 @@ class Model:
         """
         g = self._z_vector(primal, dual, "backward()")
         state = self._ready("backward()")
-        dtheta = adjoint(self._fact, state.z, g, self._KmapT, self._FmapT)
+        dtheta = adjoint(self._fact, state.z, g)
         grads: dict[str, FloatArray] = {}
         for name, block in self._qp.parameters.items():
             arr = dtheta[1 + block.offset: 1 + block.stop].reshape(block.shape, order="F")

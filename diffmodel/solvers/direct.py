@@ -7,12 +7,21 @@ from numpy.typing import NDArray
 
 from ..errors import SolverError
 from ..kkt import KKTFactorization, KKTMaps
-from .base import STATUS_INFEASIBLE, STATUS_NONCONVEX, STATUS_UNBOUNDED, RawSolution
+from .base import (
+    STATUS_ERROR,
+    STATUS_INFEASIBLE,
+    STATUS_NONCONVEX,
+    STATUS_UNBOUNDED,
+    RawSolution,
+)
 
 __all__ = ["DirectKKT", "factorize", "diagnose"]
 
-#: A solve whose relative KKT residual exceeds this has no solution.
+#: A solve whose relative KKT residual exceeds this is not accepted.
 SOLVE_TOL = 1e-9
+#: Above this relative residual the KKT system has no solution at all
+#: (infeasible or unbounded); between SOLVE_TOL and this it is ill-conditioned.
+INCONSISTENT_TOL = 1e-6
 
 
 def factorize(fact: KKTFactorization, kdata: NDArray[np.float64], *, need_inertia: bool) -> None:
@@ -51,8 +60,16 @@ def diagnose(fact: KKTFactorization, z: NDArray[np.float64], f: NDArray[np.float
     The refined regularized solves converge to a least-squares point of the
     inconsistent system: if its primal residual ‖Ax − b‖ stays large, the
     equality constraints are inconsistent; otherwise the objective decreases
-    without bound along a direction in null(P) ∩ null(A).
+    without bound along a direction in null(P) ∩ null(A). A small residual
+    that refinement could not remove means K is too ill-conditioned.
     """
+    if residual <= INCONSISTENT_TOL:
+        return SolverError(
+            f"the KKT system is too ill-conditioned to solve accurately (relative "
+            f"residual {residual:.1e} after iterative refinement); rescale the "
+            "problem data or remove nearly dependent constraints",
+            STATUS_ERROR,
+        )
     n = fact.maps.n
     Kz = fact.K @ z
     primal = np.abs(Kz[n:] + f[n:])  # A x - b

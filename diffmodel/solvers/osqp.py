@@ -93,15 +93,17 @@ class OSQPBackend:
             solver = osqp.OSQP()
             solver.setup(P, q, A, b, b, **OSQP_SETTINGS)
             self._solver = solver
-        elif k_changed:
+        elif self._last_k is None or not np.array_equal(kdata, self._last_k):
             self._solver.update(q=q, l=b, u=b, Px=Px, Ax=Ax)
         else:
             self._solver.update(q=q, l=b, u=b)
+        self._last_k = kdata
         result = self._solver.solve(raise_error=False)
         status = STATUS_MAP.get(result.info.status_val, STATUS_ERROR)
         if status is not None:
             # The ADMM state is not trustworthy after a failure: set up afresh next time.
             self._solver = None
+            self._last_k = None
             raise SolverError(
                 f"OSQP did not solve the problem: {result.info.status}", status
             )
