@@ -36,14 +36,20 @@ def check_array(value: ArrayLike, shape: tuple[int, ...], what: str) -> NDArray[
     ModelError
         For a non-numeric value, a wrong shape, or NaN/inf entries.
     """
+    if value is None:
+        raise ModelError(f"{what}: no value (got None); expected an array of shape {shape}")
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        if np.iscomplexobj(value):
-            raise ModelError(f"{what}: complex values are not supported") from exc
+        raw = np.asarray(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise ModelError(f"{what}: expected a numeric array of shape {shape}: {exc}") from None
+    if np.iscomplexobj(raw):
+        raise ModelError(f"{what}: complex values are not supported")
+    if raw.dtype.kind not in "biuf":
         raise ModelError(
-            f"{what}: expected a numeric array of shape {shape}, got {type(value).__name__}"
-        ) from exc
+            f"{what}: expected a numeric array of shape {shape}, got values of type "
+            f"{raw.dtype} ({type(value).__name__})"
+        )
+    arr = raw.astype(np.float64, copy=False)
     if arr.shape != shape:
         squeezed = tuple(d for d in arr.shape if d != 1)
         if squeezed == tuple(d for d in shape if d != 1):

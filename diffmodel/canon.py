@@ -859,33 +859,50 @@ def _check_constraints(constraints: dict[str, cp.Constraint]) -> None:
 
 def _check_convex_objective(objective: cp.Minimize | cp.Maximize,
                             parameters: dict[str, cp.Parameter]) -> None:
+    """Raise a ModelError naming the culprit if the objective is not convex.
+
+    ``quad_form(x, W)`` with a matrix W that depends on parameters is not DCP
+    by CVXPY's rules unless W is a Parameter declared PSD; diffmodel accepts
+    it (any W: the form uses its symmetric part) and checks convexity
+    numerically at every solve, from the inertia of the KKT matrix.
+    """
     if objective.is_dcp():
         return
-    # quad_form with a parameter declared only symmetric is not DCP in CVXPY's
-    # sense; its convexity is checked numerically at every solve (inertia of
-    # the KKT matrix), so accept it here.
     expr = objective.args[0]
-    symmetric_params = [
-        a for a in _atoms(expr, QuadForm)
-        if isinstance(a.args[1], cp.Parameter) and a.args[1].attributes.get("symmetric")
-    ]
-    if symmetric_params:
+    relaxed = type(objective)(_assume_psd_forms(expr))
+    if relaxed.is_dcp():
         return
     kind = "convex" if isinstance(objective, cp.Minimize) else "concave"
+    culprits = sorted({
+        p.name()
+        for node in _atoms(expr, (multiply, MulExpression))
+        if any(not arg.is_affine() for arg in node.args)
+        for arg in node.args if arg.is_affine()
+        for p in arg.parameters() if not (p.is_nonneg() or p.is_nonpos())
+    })
     hint = ""
-    scaled = [p for p in parameters.values() if not p.is_nonneg()]
-    if scaled:
-        hint = (
-            " If a parameter scales a quadratic term, declare it nonneg=True; a "
-            "parameter matrix in quad_form must be declared PSD=True or symmetric=True."
-        )
+    if culprits:
+        names = ", ".join(repr(c) for c in culprits)
+        hint = (f" Parameter(s) {names} multiply a quadratic term but have no declared "
+                "sign: declare them nonneg=True (or nonpos=True for a Maximize).")
     raise ModelError(
         f"the objective {_describe(expr)} is not {kind} by CVXPY's DCP rules; "
         f"diffmodel needs a convex quadratic program.{hint}"
     )
 
 
-def _atoms(expr: cp.Expression, cls: type) -> list[cp.Expression]:
+def _assume_psd_forms(expr: cp.Expression) -> cp.Expression:
+    """A copy of expr in which every parametric quad_form matrix is assumed PSD."""
+    if isinstance(expr, QuadForm) and expr.args[1].parameters():
+        from cvxpy.atoms.affine.wraps import psd_wrap
+
+        return QuadForm(expr.args[0], psd_wrap(expr.args[1]))
+    if not expr.args:
+        return expr
+    return expr.copy([_assume_psd_forms(arg) for arg in expr.args])
+
+
+def _atoms(expr: cp.Expression, cls: type | tuple[type, ...]) -> list[cp.Expression]:
     found = [expr] if isinstance(expr, cls) else []
     for arg in expr.args:
         found.extend(_atoms(arg, cls))

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from .errors import DerivativeError
 from .kkt import KKTFactorization, KKTMaps
 
-__all__ = ["tangent", "adjoint", "dF_dtheta", "jacobian_block", "DERIV_TOL", "SINGULAR_TOL"]
+__all__ = ["tangent", "adjoint", "check_solved", "dF_dtheta", "jacobian_block", "DERIV_TOL", "SINGULAR_TOL"]
 
 FloatArray = NDArray[np.float64]
 
@@ -36,7 +36,8 @@ DERIV_TOL = 1e-8
 SINGULAR_TOL = 1e-12
 
 
-def _check(fact: KKTFactorization, residual: float) -> None:
+def check_solved(fact: KKTFactorization, residual: float) -> None:
+    """Raise DerivativeError if K is singular or a derivative solve failed."""
     if fact.sigma_min() < SINGULAR_TOL:
         raise DerivativeError(
             "the KKT matrix is singular at this solution (estimated smallest "
@@ -63,7 +64,7 @@ def tangent(fact: KKTFactorization, z: FloatArray, dtheta: FloatArray) -> FloatA
     maps = fact.maps
     rhs = -(maps.dK_times(maps.dep.apply(dtheta), z) + maps.F.apply(dtheta))
     dz, residual = fact.solve(rhs)
-    _check(fact, residual)
+    check_solved(fact, residual)
     return dz
 
 
@@ -79,7 +80,7 @@ def adjoint(fact: KKTFactorization, z: FloatArray, g: FloatArray) -> FloatArray:
     """
     maps = fact.maps
     omega, residual = fact.solve(g)
-    _check(fact, residual)
+    check_solved(fact, residual)
     grad = maps.F.apply_adjoint(omega)
     if maps.dep_rows.shape[0]:
         grad += maps.dep.apply_adjoint(maps.dK_adjoint(omega, z))
@@ -109,12 +110,11 @@ def jacobian_block(fact: KKTFactorization, z: FloatArray, out_rows: NDArray[np.i
     """
     D = dF_dtheta(fact.maps, z, columns)
     if columns.shape[0] <= out_rows.shape[0]:
-        rhs = -D.toarray()
-        dz, residual = fact.solve_many(rhs)
-        _check(fact, residual)
+        dz, residuals = fact.solve_many(-D.toarray())
+        check_solved(fact, float(residuals.max(initial=0.0)))
         return dz[out_rows, :]
     E = np.zeros((fact.maps.dim, out_rows.shape[0]))
     E[out_rows, np.arange(out_rows.shape[0])] = 1.0
-    omega, residual = fact.solve_many(E)
-    _check(fact, residual)
+    omega, residuals = fact.solve_many(E)
+    check_solved(fact, float(residuals.max(initial=0.0)))
     return -np.asarray((D.T @ omega).T)

@@ -144,6 +144,14 @@ class KKTMaps:
     def dim(self) -> int:
         return self.n + self.m
 
+    def times(self, kdata: FloatArray, z: FloatArray) -> FloatArray:
+        """K z for the symmetric K whose upper-triangular data is ``kdata``."""
+        rows, cols = self.rows, self.cols
+        out = np.bincount(rows, kdata * z[cols], minlength=self.dim)
+        off = rows != cols
+        out += np.bincount(cols[off], kdata[off] * z[rows[off]], minlength=self.dim)
+        return out
+
     def dK_times(self, ddep: FloatArray, z: FloatArray) -> FloatArray:
         """(dK) z for a change ``ddep`` of the θ-dependent entries of K."""
         rows, cols, off = self.dep_rows, self.dep_cols, self.dep_off
@@ -249,6 +257,7 @@ class KKTFactorization:
         self.inertia: tuple[int, int] | None = None
         self.refine_steps = 0
         self._sigma_min: float | None = None
+        self._null: FloatArray = np.zeros(0)
         self.norm: float = 1.0
         self.delta: float = 0.0
         #: Number of numeric factorizations so far (the symbolic one happens once).
@@ -333,22 +342,59 @@ class KKTFactorization:
         self.refine_steps = steps
         return z, err
 
-    def solve_many(self, rhs: FloatArray) -> tuple[FloatArray, float]:
-        """Solve K Z = RHS column by column (RHS of shape (n + m, k))."""
-        out = np.empty_like(rhs)
-        worst = 0.0
-        for j in range(rhs.shape[1]):
-            out[:, j], err = self.solve(np.ascontiguousarray(rhs[:, j]))
-            worst = max(worst, err)
-        return out, worst
+    def solve_many(self, rhs: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Solve K Z = RHS for a block of right-hand sides (shape (n + m, k)).
+
+        Each column costs one triangular solve pair plus its refinement steps;
+        residuals are computed for the whole block at once.
+
+        Returns
+        -------
+        Z : ndarray of shape (n + m, k)
+        residuals : ndarray of shape (k,)
+            Final relative residual of each column.
+        """
+        solver = self._solver
+        if solver is None or self._K is None:
+            raise RuntimeError("KKT matrix not factored")
+        K = self._K
+        k = rhs.shape[1]
+        Z = np.empty_like(rhs)
+        for j in range(k):
+            Z[:, j] = solver.solve(np.ascontiguousarray(rhs[:, j]))
+        if rhs.shape[0] == 0 or k == 0:
+            return Z, np.zeros(k)
+        scale = self.norm * np.abs(Z).max(axis=0) + np.abs(rhs).max(axis=0)
+        scale[scale == 0.0] = 1.0
+        R = rhs - K @ Z
+        err = np.abs(R).max(axis=0) / scale
+        active = np.flatnonzero(err > REFINE_TOL)
+        for _ in range(MAX_REFINE):
+            if active.shape[0] == 0:
+                break
+            Z_new = Z[:, active].copy()
+            for i, j in enumerate(active):
+                Z_new[:, i] += solver.solve(np.ascontiguousarray(R[:, j]))
+            R_new = rhs[:, active] - K @ Z_new
+            err_new = np.abs(R_new).max(axis=0) / scale[active]
+            better = err_new < err[active]
+            upd = active[better]
+            Z[:, upd] = Z_new[:, better]
+            R[:, upd] = R_new[:, better]
+            keep = better & (err_new > REFINE_TOL) & (err_new <= 0.5 * err[active])
+            err[upd] = err_new[better]
+            active = active[keep]
+        return Z, err
 
     def sigma_min(self) -> float:
         """Estimate of the smallest singular value of K, relative to max |K_ij|.
 
-        One step of inverse iteration from a fixed pseudo-random vector: for a
-        singular K the regularized inverse amplifies the null direction by
-        1/δ, so the estimate falls to about δ; for a nonsingular K it is an
-        upper bound on σ_min that is tight for a generic start vector.
+        Two steps of inverse iteration with the regularized factor, from a
+        fixed pseudo-random vector, then the Rayleigh-type ratio ‖K v‖ / ‖v‖.
+        For a singular K the regularized inverse amplifies a null direction
+        by about 1/δ per step, so the estimate falls far below δ; for a
+        nonsingular K it is an upper bound on σ_min that is tight for a
+        generic start vector. Costs two solves, once per factorization.
         """
         if self._sigma_min is None:
             solver = self._solver
@@ -360,4 +406,13 @@ class KKTFactorization:
             nv = float(np.linalg.norm(v2))
             est = float(np.linalg.norm(self._K @ v2)) / nv if nv > 0 else 0.0
             self._sigma_min = est / self.norm
+            self._null = v2 / nv if nv > 0 else v2
         return self._sigma_min
+
+    def null_vector(self) -> FloatArray:
+        """The unit vector of the last :meth:`sigma_min` estimate.
+
+        When K is singular it approximates a (random) vector of null(K).
+        """
+        self.sigma_min()
+        return self._null

@@ -17,13 +17,13 @@ from ._validation import (
     has_checked_attributes,
 )
 from .canon import Block, ParametricQP, canonicalize
-from .diff import adjoint, jacobian_block, tangent
+from .diff import adjoint, check_solved, jacobian_block, tangent
 from .errors import DerivativeError, ModelError, NotSolvedError, SolverError
 from .kkt import KKTFactorization, KKTMaps, build_maps
 from .solvers import SOLVERS, Backend, make_backend
-from .solvers.direct import factorize
+from .solvers.direct import check_solution, factorize
 
-__all__ = ["Model", "Solution"]
+__all__ = ["Model", "Solution", "BatchSolution"]
 
 FloatArray = NDArray[np.float64]
 
@@ -74,6 +74,59 @@ class Solution:
             f"solver={self.solver!r}, iterations={self.iterations}, "
             f"residual={self.residual:.1e})"
         )
+
+
+@dataclass(frozen=True)
+class BatchSolution:
+    """The result of :meth:`Model.solve_batch`: B solutions stacked.
+
+    Attributes
+    ----------
+    value : ndarray of shape (B,)
+        Optimal values.
+    primal : dict of str to ndarray
+        Each variable's values, shape (B, *variable.shape).
+    dual : dict of str to ndarray
+        Each constraint's duals, shape (B, *constraint.shape), CVXPY's sign
+        convention.
+    solver : str
+        The backend used.
+    factorizations : int
+        Numeric KKT factorizations this call performed (1, or 0 when the
+        previous one could be reused, if no batched parameter changes K).
+    timings : dict of str to float
+        Seconds spent per phase.
+    """
+
+    value: FloatArray
+    primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    solver: str
+    factorizations: int
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.value.shape[0])
+
+    def __repr__(self) -> str:
+        def shapes(d: Mapping[str, FloatArray]) -> str:
+            return ", ".join(f"{k}: {np.shape(v)}" for k, v in d.items())
+
+        return (
+            f"BatchSolution(batch_size={self.batch_size}, primal={{{shapes(self.primal)}}}, "
+            f"dual={{{shapes(self.dual)}}}, solver={self.solver!r}, "
+            f"factorizations={self.factorizations})"
+        )
+
+
+@dataclass(frozen=True)
+class _BatchState:
+    """What :meth:`Model.backward_batch` needs from the last batch solve."""
+
+    thetas: FloatArray  # (n_theta + 1, B)
+    Z: FloatArray  # (n + m, B)
+    shared_K: bool
 
 
 @dataclass(frozen=True)
@@ -188,7 +241,13 @@ class Model:
             for name, param in parameters.items()
         ]
         self._state: _State | None = None
+        self._batch: _BatchState | None = None
         self._last_failure: str | None = None
+        k_entries = set(self._maps.K_theta.tolist())
+        self._k_params = {
+            name for name, block in qp.parameters.items()
+            if k_entries & set(range(1 + block.offset, 1 + block.stop))
+        }
 
     # ------------------------------------------------------------------ names
 
@@ -308,7 +367,7 @@ class Model:
         t1 = time.perf_counter()
         self._state = None
         try:
-            if name == "kkt" and k_changed:
+            if k_changed:
                 self._fact_key = None
             raw = backend.solve(kdata, f, self._fact, k_changed)
         except SolverError as exc:
@@ -348,6 +407,225 @@ class Model:
         """The last successful solution, or None if there is none."""
         return None if self._state is None else self._state.solution
 
+    # ----------------------------------------------------------------- batches
+
+    def _batch_thetas(self, values: Mapping[str, ArrayLike]) -> tuple[FloatArray, set[str]]:
+        """Stack θ̃ for a batch: (n_theta + 1, B) and the names that vary."""
+        check_names(values, self._parameters, "parameter", "solve_batch()")
+        batched: dict[str, FloatArray] = {}
+        shared: dict[str, ArrayLike] = {}
+        size: int | None = None
+        for name, value in values.items():
+            shape = self._qp.parameters[name].shape
+            arr = np.asarray(value)
+            if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
+                if size is not None and arr.shape[0] != size:
+                    raise ModelError(
+                        f"solve_batch(): parameter '{name}' has a batch of {arr.shape[0]} "
+                        f"values, others have {size}"
+                    )
+                size = arr.shape[0]
+                batched[name] = arr
+            else:
+                shared[name] = value
+        if size is None:
+            raise ModelError(
+                "solve_batch(): no batched value given; pass at least one parameter with "
+                "a leading batch dimension, e.g. q of shape (B, *q.shape)"
+            )
+        base, _ = self._theta(shared)
+        thetas = np.repeat(base[:, None], size, axis=1)
+        for name, arr in batched.items():
+            block = self._qp.parameters[name]
+            rows = slice(1 + block.offset, 1 + block.stop)
+            for i in range(size):
+                item = check_parameter_value(self._parameters[name], f"{name}[{i}]", arr[i])
+                thetas[rows, i] = item.ravel(order="F")
+        return thetas, set(batched)
+
+    def solve_batch(self, solver: str | None = None, **values: ArrayLike) -> BatchSolution:
+        """Solve the QP for a batch of parameter values.
+
+        Parameters
+        ----------
+        solver : {"kkt", "osqp"}, optional
+            Backend; defaults to the model's.
+        **values : array_like
+            By parameter name: either a batch of values of shape
+            (B, *parameter.shape), or one value shared by the whole batch.
+            Parameters not given use their ``Parameter.value``.
+
+        Returns
+        -------
+        BatchSolution
+            Values, primal and dual solutions with a leading batch axis.
+            ``Variable.value`` and ``Parameter.value`` are not changed.
+
+        Raises
+        ------
+        ModelError
+            For bad names, shapes or values, or no batched value.
+        SolverError
+            If any problem of the batch has no solution; the message gives
+            its batch index.
+
+        Notes
+        -----
+        When no batched parameter enters the KKT matrix (only q and b, say,
+        vary), the whole batch costs one factorization and B solves with
+        it; otherwise each item is factored in turn.
+        """
+        t0 = time.perf_counter()
+        name = self._solver_name if solver is None else solver
+        if name not in SOLVERS:
+            raise ModelError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}")
+        thetas, varying = self._batch_thetas(values)
+        maps = self._maps
+        size = thetas.shape[1]
+        shared_K = not (varying & self._k_params)
+        F = maps.F.apply(thetas)
+        before = self._fact.count
+        self._batch = None
+        t1 = time.perf_counter()
+        if shared_K and name == "kkt":
+            theta0 = thetas[:, 0]
+            key = theta0[maps.K_theta]
+            if self._fact_key is None or not np.array_equal(key, self._fact_key):
+                self._fact_key = None
+                self._state = None
+                kdata = maps.K.apply(theta0)
+                factorize(self._fact, kdata, need_inertia=maps.P_theta.size > 0
+                          or self._fact.count == 0)
+                self._fact_key = key.copy()
+            Z, residuals = self._fact.solve_many(-F)
+            for i in range(size):
+                exc = check_solution(self._fact, Z[:, i], F[:, i], float(residuals[i]))
+                if exc is not None:
+                    raise SolverError(f"batch item {i}: {exc}", exc.status)
+        else:
+            Z = np.empty((maps.dim, size))
+            for i in range(size):
+                try:
+                    Z[:, i] = self._solve_item(thetas[:, i], name)
+                except SolverError as exc:
+                    raise SolverError(f"batch item {i}: {exc}", exc.status) from None
+        t2 = time.perf_counter()
+        n = maps.n
+        values_out = self._qp.sign * (
+            0.5 * np.einsum("ij,ij->j", F, Z) + maps.rvec @ thetas
+        )
+        primal = {
+            v: Z[b.offset: b.stop].T.reshape((size, *b.shape), order="F")
+            if b.shape else Z[b.offset].copy()
+            for v, b in self._qp.variables.items()
+        }
+        dual = {
+            c: Z[n + b.offset: n + b.stop].T.reshape((size, *b.shape), order="F")
+            if b.shape else Z[n + b.offset].copy()
+            for c, b in self._qp.constraints.items()
+        }
+        self._batch = _BatchState(thetas, Z, shared_K and name == "kkt")
+        return BatchSolution(
+            value=values_out, primal=primal, dual=dual, solver=name,
+            factorizations=self._fact.count - before,
+            timings={"setup": t1 - t0, "solve": t2 - t1, "total": time.perf_counter() - t0},
+        )
+
+    def _solve_item(self, theta: FloatArray, name: str) -> FloatArray:
+        """Solve for one θ̃ without touching the single-solve state's outputs."""
+        maps = self._maps
+        kdata = maps.K.apply(theta)
+        key = theta[maps.K_theta]
+        k_changed = self._fact_key is None or not np.array_equal(key, self._fact_key)
+        backend = self._backends.get(name)
+        if backend is None:
+            backend = self._backends[name] = make_backend(name, maps)
+        if k_changed:
+            self._fact_key = None
+            self._state = None
+        raw = backend.solve(kdata, maps.F.apply(theta), self._fact, k_changed)
+        if raw.factored:
+            self._fact_key = key.copy()
+        return np.concatenate([raw.x, raw.nu])
+
+    def backward_batch(
+        self,
+        primal: Mapping[str, ArrayLike] | None = None,
+        dual: Mapping[str, ArrayLike] | None = None,
+    ) -> dict[str, FloatArray]:
+        """Reverse mode for the last :meth:`solve_batch`.
+
+        Parameters
+        ----------
+        primal, dual : dict of str to array_like, optional
+            Loss gradients by variable / constraint name, each of shape
+            (B, *shape), or (*shape) to use the same gradient for every item.
+
+        Returns
+        -------
+        dict of str to ndarray
+            dℓ_i/dθ for every parameter, shape (B, *parameter.shape).
+
+        Raises
+        ------
+        NotSolvedError
+            Without a successful :meth:`solve_batch` before.
+        ModelError, DerivativeError
+            As for :meth:`backward`.
+
+        Notes
+        -----
+        With a KKT matrix shared by the batch, this is B adjoint solves with
+        one factorization; otherwise each item is refactored.
+        """
+        batch = self._batch
+        if batch is None:
+            raise NotSolvedError("backward_batch() needs a batch solution: call "
+                                 "model.solve_batch() first")
+        size = batch.Z.shape[1]
+        G = np.zeros((self._maps.dim, size))
+        n = self._maps.n
+        for mapping, blocks, shift, kind in (
+            (primal, self._qp.variables, 0, "variable"),
+            (dual, self._qp.constraints, n, "constraint"),
+        ):
+            for name, value in (mapping or {}).items():
+                if name not in blocks:
+                    check_names([name], blocks, kind, "backward_batch()")
+                block = blocks[name]
+                arr = np.asarray(value, dtype=np.float64)
+                if arr.shape == block.shape:
+                    arr = np.broadcast_to(arr, (size, *block.shape))
+                arr = check_array(arr, (size, *block.shape),
+                                  f"backward_batch(): gradient for {kind} '{name}'")
+                G[shift + block.offset: shift + block.stop] = arr.reshape(
+                    size, block.size, order="F").T
+        maps = self._maps
+        if batch.shared_K:
+            key = batch.thetas[maps.K_theta, 0]
+            if self._fact_key is None or not np.array_equal(key, self._fact_key):
+                factorize(self._fact, maps.K.apply(batch.thetas[:, 0]), need_inertia=False)
+                self._fact_key = key.copy()
+                self._state = None
+            Omega, residuals = self._fact.solve_many(G)
+            check_solved(self._fact, float(residuals.max(initial=0.0)))
+            grad = maps.F.apply_adjoint(Omega)
+            if maps.dep_rows.shape[0]:
+                grad += maps.dep.apply_adjoint(maps.dK_adjoint(Omega, batch.Z))
+            dtheta = -grad
+        else:
+            dtheta = np.empty((maps.K.shape[1], size))
+            self._state = None
+            for i in range(size):
+                theta = batch.thetas[:, i]
+                factorize(self._fact, maps.K.apply(theta), need_inertia=False)
+                self._fact_key = theta[maps.K_theta].copy()
+                dtheta[:, i] = adjoint(self._fact, batch.Z[:, i], G[:, i])
+        return {
+            name: dtheta[1 + b.offset: 1 + b.stop].T.reshape((size, *b.shape), order="F")
+            for name, b in self._qp.parameters.items()
+        }
+
     # ------------------------------------------------------------ derivatives
 
     def _ready(self, call: str) -> _State:
@@ -373,9 +651,12 @@ class Model:
         for name, value in (primal or {}).items():
             block = self._qp.variables.get(name)
             if block is None:
-                hint = (" (it is a constraint: pass its gradient as dual={...})"
-                        if name in self._constraints else "")
-                check_names([name], self._variables, "variable", call + hint)
+                if name in self._constraints:
+                    raise ModelError(
+                        f"{call}: {name!r} is a constraint, not a variable: pass the "
+                        f"gradient for its dual as dual={{{name!r}: ...}}"
+                    )
+                check_names([name], self._variables, "variable", call)
                 continue
             arr = check_array(value, block.shape, f"{call}: gradient for variable '{name}'")
             g[block.offset: block.stop] = arr.ravel(order="F")

@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import SolverError
+from ..diff import SINGULAR_TOL
 from ..kkt import KKTFactorization, KKTMaps
 from .base import (
     STATUS_ERROR,
@@ -15,13 +16,13 @@ from .base import (
     RawSolution,
 )
 
-__all__ = ["DirectKKT", "factorize", "diagnose"]
+__all__ = ["DirectKKT", "factorize", "check_solution"]
 
 #: A solve whose relative KKT residual exceeds this is not accepted.
 SOLVE_TOL = 1e-9
-#: Above this relative residual the KKT system has no solution at all
-#: (infeasible or unbounded); between SOLVE_TOL and this it is ill-conditioned.
-INCONSISTENT_TOL = 1e-6
+#: A singular system K z = −f is inconsistent when |eᵀf| exceeds this times
+#: ‖f‖ for a unit null vector e.
+CONSISTENCY_TOL = 1e-8
 
 
 def factorize(fact: KKTFactorization, kdata: NDArray[np.float64], *, need_inertia: bool) -> None:
@@ -53,40 +54,61 @@ def factorize(fact: KKTFactorization, kdata: NDArray[np.float64], *, need_inerti
         )
 
 
-def diagnose(fact: KKTFactorization, z: NDArray[np.float64], f: NDArray[np.float64],
-             residual: float) -> SolverError:
-    """Explain why K z = -f has no solution: infeasible or unbounded.
+def check_solution(fact: KKTFactorization, z: NDArray[np.float64], f: NDArray[np.float64],
+                   residual: float) -> SolverError | None:
+    """None if z solves K z = −f; otherwise the error that explains why not.
 
-    The refined regularized solves converge to a least-squares point of the
-    inconsistent system: if its primal residual ‖Ax − b‖ stays large, the
-    equality constraints are inconsistent; otherwise the objective decreases
-    without bound along a direction in null(P) ∩ null(A). A small residual
-    that refinement could not remove means K is too ill-conditioned.
+    A nonsingular K always has a solution, so a large residual there means
+    the system is too ill-conditioned to solve accurately. A singular K
+    (redundant constraints, a flat objective direction) has a solution only
+    if −f is orthogonal to null(K). With P ⪰ 0 every null vector (d, w) of K
+    splits into (d, 0) with P d = 0, A d = 0 and (0, w) with Aᵀw = 0, so a null
+    vector gives a certificate: bᵀw ≠ 0 proves the equalities inconsistent
+    (infeasible), qᵀd ≠ 0 a feasible direction along which the objective
+    decreases without bound (unbounded).
     """
-    if residual <= INCONSISTENT_TOL:
+    sigma = fact.sigma_min()
+    if sigma >= SINGULAR_TOL:
+        if residual <= SOLVE_TOL:
+            return None
         return SolverError(
             f"the KKT system is too ill-conditioned to solve accurately (relative "
-            f"residual {residual:.1e} after iterative refinement); rescale the "
-            "problem data or remove nearly dependent constraints",
+            f"residual {residual:.1e} after iterative refinement, estimated "
+            f"smallest singular value {sigma:.1e} relative to the largest entry); "
+            "rescale the problem data or remove nearly dependent constraints",
             STATUS_ERROR,
         )
     n = fact.maps.n
-    Kz = fact.K @ z
-    primal = np.abs(Kz[n:] + f[n:])  # A x - b
-    b_scale = 1.0 + float(np.max(np.abs(f[n:]), initial=0.0))
-    rp = float(np.max(primal, initial=0.0)) / b_scale
-    if rp > 1e-6:
-        worst = int(np.argmax(primal))
+    e = fact.null_vector()
+    d, w = e[:n], e[n:]
+    q, b = f[:n], -f[n:]
+    tol = CONSISTENCY_TOL * float(np.linalg.norm(f))
+    if abs(float(b @ w)) > tol * max(float(np.linalg.norm(w)), 1e-300) and np.linalg.norm(w) > 0.1:
         return SolverError(
-            f"the equality constraints are inconsistent (infeasible): the best "
-            f"point leaves a residual of {rp:.2e} (relative) in row {worst}",
+            "the equality constraints are inconsistent (infeasible): a combination "
+            "of the constraint rows cancels on the left-hand side but not on the "
+            "right-hand side",
             STATUS_INFEASIBLE,
         )
+    if abs(float(q @ d)) > tol * max(float(np.linalg.norm(d)), 1e-300) and np.linalg.norm(d) > 0.1:
+        return SolverError(
+            "the problem is unbounded below: there is a feasible direction along "
+            "which the quadratic term is flat and the linear term decreases",
+            STATUS_UNBOUNDED,
+        )
+    if residual <= SOLVE_TOL:
+        return None  # consistent: an optimal point, not unique (see derivatives)
+    # The null vector mixes both parts: test consistency of the whole system.
+    if abs(float(f @ e)) > tol:
+        return SolverError(
+            "the problem has no optimal solution: the KKT system is singular and "
+            "inconsistent (infeasible constraints or an unbounded objective)",
+            STATUS_INFEASIBLE if np.linalg.norm(w) >= np.linalg.norm(d) else STATUS_UNBOUNDED,
+        )
     return SolverError(
-        "the problem is unbounded below: the objective decreases along a "
-        "direction that keeps the constraints satisfied (P is singular on the "
-        f"null space of A; KKT residual {residual:.2e})",
-        STATUS_UNBOUNDED,
+        f"the KKT system is singular and could not be solved accurately (relative "
+        f"residual {residual:.1e})",
+        STATUS_ERROR,
     )
 
 
@@ -104,7 +126,8 @@ class DirectKKT:
         if k_changed:
             factorize(fact, kdata, need_inertia=self._needs_inertia or fact.count == 0)
         z, residual = fact.solve(-f)
-        if not residual <= SOLVE_TOL:
-            raise diagnose(fact, z, f, residual)
+        error = check_solution(fact, z, f, residual)
+        if error is not None:
+            raise error
         n = self.maps.n
         return RawSolution(z[:n], z[n:], fact.refine_steps, residual, True)

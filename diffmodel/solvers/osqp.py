@@ -3,7 +3,8 @@
 The equality constraints A x = b are passed to OSQP as l = u = b. OSQP's dual
 y satisfies P x + q + Aᵀ y = 0, the same convention as the KKT backend.
 Derivatives are taken through the KKT system at OSQP's solution (the model
-factors K lazily, on the first derivative request after a solve).
+factors K lazily, on the first derivative request after a solve). When P
+depends on parameters, K is factored before OSQP runs, to check convexity.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 
 from ..errors import SolverError
 from ..kkt import KKTFactorization, KKTMaps
+from .direct import factorize
 from .base import (
     STATUS_ERROR,
     STATUS_INFEASIBLE,
@@ -35,6 +37,16 @@ OSQP_SETTINGS = {
     "polish_refine_iter": 10,
     "max_iter": 200_000,
     "verbose": False,
+}
+
+#: Largest relative KKT residual accepted from OSQP (after polishing).
+KKT_TOL = 1e-7
+
+_MEANING = {
+    STATUS_INFEASIBLE: "the equality constraints are inconsistent (infeasible)",
+    STATUS_UNBOUNDED: "the problem is unbounded below",
+    STATUS_NONCONVEX: "the objective is not convex",
+    STATUS_ERROR: "no accurate solution",
 }
 
 _S = osqp.SolverStatus
@@ -87,27 +99,60 @@ class OSQPBackend:
         b = -f[n:]
         Px = kdata[self._p_pos]
         Ax = kdata[self._a_pos]
-        if self._solver is None:
-            P = sp.csc_matrix((Px, self._P_indices, self._P_indptr), shape=(n, n))
-            A = sp.csc_matrix((Ax, self._A_indices, self._A_indptr), shape=(m, n))
-            solver = osqp.OSQP()
-            solver.setup(P, q, A, b, b, **OSQP_SETTINGS)
-            self._solver = solver
-        elif self._last_k is None or not np.array_equal(kdata, self._last_k):
-            self._solver.update(q=q, l=b, u=b, Px=Px, Ax=Ax)
-        else:
-            self._solver.update(q=q, l=b, u=b)
-        self._last_k = kdata
-        result = self._solver.solve(raise_error=False)
+        factored = False
+        if k_changed and self.maps.P_theta.size:
+            # P depends on θ: check convexity with the KKT factorization (which
+            # derivatives need anyway) before OSQP sees a nonconvex problem.
+            factorize(fact, kdata, need_inertia=True)
+            factored = True
+        try:
+            if self._solver is None:
+                P = sp.csc_matrix((Px, self._P_indices, self._P_indptr), shape=(n, n))
+                A = sp.csc_matrix((Ax, self._A_indices, self._A_indptr), shape=(m, n))
+                solver = osqp.OSQP()
+                solver.setup(P, q, A, b, b, **OSQP_SETTINGS)
+                self._solver = solver
+            elif self._last_k is None or not np.array_equal(kdata, self._last_k):
+                self._solver.update(q=q, l=b, u=b, Px=Px, Ax=Ax)
+            else:
+                self._solver.update(q=q, l=b, u=b)
+            self._last_k = kdata
+            result = self._solver.solve(raise_error=False)
+        except (osqp.OSQPException, ValueError) as exc:
+            self._reset()
+            raise SolverError(
+                f"OSQP could not factor its KKT matrix ({exc!r}): the quadratic objective "
+                "is not positive semidefinite for these parameter values (not convex)",
+                STATUS_NONCONVEX,
+            ) from None
         status = STATUS_MAP.get(result.info.status_val, STATUS_ERROR)
         if status is not None:
-            # The ADMM state is not trustworthy after a failure: set up afresh next time.
-            self._solver = None
-            self._last_k = None
+            self._reset()
             raise SolverError(
-                f"OSQP did not solve the problem: {result.info.status}", status
+                f"OSQP did not solve the problem: {_MEANING.get(status, status)} "
+                f"(OSQP status '{result.info.status}')",
+                status,
             )
         x = np.asarray(result.x, dtype=np.float64)
         nu = np.asarray(result.y, dtype=np.float64)
-        residual = max(float(result.info.prim_res), float(result.info.dual_res))
-        return RawSolution(x, nu, int(result.info.iter), residual, False)
+        # An independent check of the returned point on the exact KKT system
+        # (OSQP keeps its old data if an update fails, and says nothing).
+        z = np.concatenate([x, nu])
+        res = self.maps.times(kdata, z) + f
+        scale = float(np.abs(kdata).max(initial=0.0)) * float(np.abs(z).max(initial=0.0)) \
+            + float(np.abs(f).max(initial=0.0))
+        residual = float(np.abs(res).max(initial=0.0)) / scale if scale > 0 else 0.0
+        if not residual <= KKT_TOL:
+            self._reset()
+            raise SolverError(
+                f"OSQP returned a point that does not satisfy the KKT conditions "
+                f"(relative residual {residual:.1e}); the problem may be nonconvex or "
+                "too ill-conditioned for OSQP: try solver='kkt'",
+                STATUS_ERROR,
+            )
+        return RawSolution(x, nu, int(result.info.iter), residual, factored)
+
+    def _reset(self) -> None:
+        """Forget OSQP's state: after a failure its data may be stale."""
+        self._solver = None
+        self._last_k = None
