@@ -433,7 +433,7 @@ class Model:
                 "solve_batch(): no batched value given; pass at least one parameter with "
                 "a leading batch dimension, e.g. q of shape (B, *q.shape)"
             )
-        base, _ = self._theta(shared)
+        base, _ = self._theta({**shared, **{k: v[0] for k, v in batched.items()}})
         thetas = np.repeat(base[:, None], size, axis=1)
         for name, arr in batched.items():
             block = self._qp.parameters[name]

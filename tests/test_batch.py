@@ -1,0 +1,108 @@
+"""solve_batch / backward_batch: equal to item-by-item solves, one factorization when K is shared."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import diffmodel as dm
+from diffmodel.testing import as_model, random_qp
+
+
+def _batch_values(data, params, size, rng):
+    values = {"q": data.q + rng.standard_normal((size, data.n)),
+              "b": data.b + rng.standard_normal((size, data.m))}
+    if "A" in params:
+        values["A"] = data.A.toarray() + 0.1 * rng.standard_normal((size, data.m, data.n))
+    return values
+
+
+@pytest.mark.parametrize("params", [("q", "b"), ("q", "b", "A")], ids=["qb", "qbA"])
+@pytest.mark.parametrize("solver", ["kkt", "osqp"])
+def test_batch_equals_individual_solves(params, solver):
+    data = random_qp(9, 4, seed=3)
+    model, _ = as_model(data, parameters=params)
+    rng = np.random.default_rng(0)
+    size = 6
+    values = _batch_values(data, params, size, rng)
+    batch = model.solve_batch(solver=solver, **values)
+    G = rng.standard_normal((size, data.n))
+    H = rng.standard_normal((size, data.m))
+    grads = model.backward_batch({"x": G}, dual={"eq": H})
+    assert batch.primal["x"].shape == (size, data.n)
+    assert batch.dual["eq"].shape == (size, data.m)
+    tol = 1e-10 if solver == "kkt" else 1e-6
+    for i in range(size):
+        sol = model.solve(solver=solver, **{k: v[i] for k, v in values.items()})
+        np.testing.assert_allclose(batch.primal["x"][i], sol.primal["x"], rtol=tol, atol=tol)
+        np.testing.assert_allclose(batch.dual["eq"][i], sol.dual["eq"], rtol=tol, atol=tol)
+        assert batch.value[i] == pytest.approx(sol.value, rel=tol, abs=tol)
+        single = model.backward({"x": G[i]}, dual={"eq": H[i]})
+        for key in params:
+            assert grads[key].shape == (size, *np.shape(single[key]))
+            np.testing.assert_allclose(grads[key][i], single[key], rtol=1e-6, atol=1e-8)
+
+
+def test_batch_against_dense_kkt():
+    data = random_qp(7, 3, seed=8)
+    model, _ = as_model(data)
+    rng = np.random.default_rng(1)
+    values = _batch_values(data, ("q", "b"), 5, rng)
+    batch = model.solve_batch(**values)
+    K = data.kkt().toarray()
+    Z = np.linalg.solve(K, np.vstack([-values["q"].T, values["b"].T]))
+    np.testing.assert_allclose(batch.primal["x"], Z[:7].T, rtol=1e-10, atol=1e-12)
+    G = rng.standard_normal((5, 7))
+    grads = model.backward_batch({"x": G})
+    W = np.linalg.solve(K, np.vstack([G.T, np.zeros((3, 5))]))
+    np.testing.assert_allclose(grads["q"], -W[:7].T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads["b"], W[7:].T, rtol=1e-10, atol=1e-12)
+
+
+def test_one_factorization_when_only_q_and_b_vary():
+    data = random_qp(30, 10, seed=2)
+    model, _ = as_model(data)
+    rng = np.random.default_rng(2)
+    batch = model.solve_batch(**_batch_values(data, ("q", "b"), 50, rng))
+    assert batch.factorizations == 1
+    before = model.factorizations
+    model.backward_batch({"x": np.ones(30)})  # shared gradient, broadcast
+    assert model.factorizations == before
+    again = model.solve_batch(q=data.q + rng.standard_normal((20, 30)))
+    assert again.factorizations == 0
+
+
+def test_batch_with_a_varying_matrix_factors_each_item():
+    data = random_qp(6, 2, seed=4)
+    model, _ = as_model(data, parameters=("q", "b", "A"))
+    rng = np.random.default_rng(3)
+    batch = model.solve_batch(**_batch_values(data, ("q", "b", "A"), 4, rng))
+    assert batch.factorizations == 4
+
+
+def test_batch_errors_name_the_culprit():
+    data = random_qp(5, 2, seed=5)
+    model, _ = as_model(data)
+    with pytest.raises(dm.ModelError, match="no batched value"):
+        model.solve_batch(q=data.q)
+    with pytest.raises(dm.ModelError, match="has a batch of 3 values, others have 2"):
+        model.solve_batch(q=np.zeros((2, 5)), b=np.zeros((3, 2)))
+    with pytest.raises(dm.ModelError, match=r"parameter 'q\[1\]': value contains NaN"):
+        model.solve_batch(q=np.array([np.zeros(5), np.full(5, np.nan)]))
+    with pytest.raises(dm.NotSolvedError, match="solve_batch"):
+        dm.testing.as_model(data)[0].backward_batch({"x": np.ones(5)})
+    model.solve_batch(q=np.zeros((2, 5)))
+    with pytest.raises(dm.ModelError, match=r"expected shape \(2, 5\), got \(3, 5\)"):
+        model.backward_batch({"x": np.ones((3, 5))})
+
+
+def test_batch_item_failure_gives_its_index():
+    x = cp.Variable(2, name="x")
+    c = cp.Parameter(2, name="c")
+    model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"one": x[0] == c[0], "two": x[0] == c[1]})
+    with pytest.raises(dm.SolverError, match="batch item 1: .*infeasible") as info:
+        model.solve_batch(c=np.array([[1.0, 1.0], [1.0, 2.0]]))
+    assert info.value.status == "infeasible"
+    sol = model.solve_batch(c=np.array([[1.0, 1.0], [2.0, 2.0]]))
+    np.testing.assert_allclose(sol.primal["x"][:, 0], [1.0, 2.0])
