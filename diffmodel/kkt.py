@@ -8,7 +8,7 @@ with the Lagrangian L = ½ xᵀPx + qᵀx + r + νᵀ(Ax − b). This module sto
 upper triangle of K in a fixed compressed-column pattern, with the data of
 that pattern and of f as sparse linear maps of θ̃ = (1, θ):
 
-    k = Kmap θ̃,   f = Fmap θ̃,   r = rvec · θ̃,
+    k = Kmap θ̃,   f = Fmap θ̃,   r = rᵀθ̃,
 
 each stored as a :class:`LinearMap` with its adjoint beside it.
 
@@ -97,8 +97,8 @@ class KKTMaps:
         θ̃ → k, the data of that pattern (nnz(K) × (n_theta + 1)).
     F : LinearMap
         θ̃ → f = (q, −b) ((n + m) × (n_theta + 1)).
-    rvec : ndarray
-        (n_theta + 1,): the objective's constant term r = rvec @ θ̃.
+    r_index, r_value : ndarray
+        The objective's constant term r = r_value · θ̃[r_index] (sparse).
     rows, cols : ndarray
         Row and column of each pattern entry.
     diag_pos : ndarray
@@ -106,7 +106,7 @@ class KKTMaps:
     dep : LinearMap
         θ̃ → the entries of k that depend on θ (the others are constant).
     dep_rows, dep_cols : ndarray
-        Row and column of those entries; ``dep_off`` marks the off-diagonal ones.
+        Row and column of those entries; ``dep_diag`` lists the diagonal ones.
     K_theta : ndarray
         Indices of θ̃ that K depends on (never 0): if none of them change,
         the previous factorization is still valid.
@@ -125,14 +125,15 @@ class KKTMaps:
     indices: IntArray
     K: LinearMap
     F: LinearMap
-    rvec: FloatArray
+    r_index: IntArray
+    r_value: FloatArray
     rows: IntArray
     cols: IntArray
     diag_pos: IntArray
     dep: LinearMap
     dep_rows: IntArray
     dep_cols: IntArray
-    dep_off: NDArray[np.bool_]
+    dep_diag: IntArray
     K_theta: IntArray
     P_theta: IntArray
     full_indptr: IntArray
@@ -144,29 +145,36 @@ class KKTMaps:
     def dim(self) -> int:
         return self.n + self.m
 
+    def r(self, theta: FloatArray) -> FloatArray:
+        """The objective's constant term r(θ̃) (a float, or one per column of θ̃)."""
+        return self.r_value @ theta[self.r_index]
+
     def times(self, kdata: FloatArray, z: FloatArray) -> FloatArray:
         """K z for the symmetric K whose upper-triangular data is ``kdata``."""
-        rows, cols = self.rows, self.cols
-        out = np.bincount(rows, kdata * z[cols], minlength=self.dim)
-        off = rows != cols
-        out += np.bincount(cols[off], kdata[off] * z[rows[off]], minlength=self.dim)
+        w = kdata.copy()
+        w[self.diag_pos] *= 0.5  # the diagonal is counted twice below
+        out = np.bincount(self.rows, w * z[self.cols], minlength=self.dim)
+        out += np.bincount(self.cols, w * z[self.rows], minlength=self.dim)
         return out
 
     def dK_times(self, ddep: FloatArray, z: FloatArray) -> FloatArray:
         """(dK) z for a change ``ddep`` of the θ-dependent entries of K."""
-        rows, cols, off = self.dep_rows, self.dep_cols, self.dep_off
-        out = np.bincount(rows, ddep * z[cols], minlength=self.dim)
-        out += np.bincount(cols[off], ddep[off] * z[rows[off]], minlength=self.dim)
+        w = ddep.copy()
+        w[self.dep_diag] *= 0.5
+        out = np.bincount(self.dep_rows, w * z[self.dep_cols], minlength=self.dim)
+        out += np.bincount(self.dep_cols, w * z[self.dep_rows], minlength=self.dim)
         return out
 
     def dK_adjoint(self, omega: FloatArray, z: FloatArray) -> FloatArray:
         """∂(ωᵀ K z)/∂k for the θ-dependent entries of K.
 
         For an upper-pattern entry (r, c): ω_r z_c + ω_c z_r if r ≠ c, else ω_r z_r.
+        Works column by column for blocks ω, z of shape (n + m, B).
         """
-        rows, cols, off = self.dep_rows, self.dep_cols, self.dep_off
+        rows, cols = self.dep_rows, self.dep_cols
         h = omega[rows] * z[cols]
-        h[off] += omega[cols[off]] * z[rows[off]]
+        h += omega[cols] * z[rows]
+        h[self.dep_diag] *= 0.5
         return h
 
 
@@ -199,8 +207,8 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
         shape=(N, nt),
     )
     Fmap.sum_duplicates()
-    rvec = np.zeros(nt)
-    np.add.at(rvec, qp.r.p, qp.r.val)
+    r_index, r_inverse = np.unique(qp.r.p, return_inverse=True)
+    r_value = np.bincount(r_inverse, qp.r.val, minlength=r_index.shape[0])
 
     K_theta = np.unique(Kmap.indices)
     K_theta = K_theta[K_theta > 0]
@@ -223,9 +231,9 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
     reg_sign = np.concatenate([np.ones(n), -np.ones(m)])
     return KKTMaps(
         n=n, m=m, indptr=indptr, indices=u_rows, K=LinearMap(Kmap), F=LinearMap(Fmap),
-        rvec=rvec, rows=u_rows, cols=u_cols, diag_pos=diag_pos.astype(np.int64),
+        r_index=r_index.astype(np.int64), r_value=r_value, rows=u_rows, cols=u_cols, diag_pos=diag_pos.astype(np.int64),
         dep=LinearMap(Kdep), dep_rows=u_rows[dep_pos], dep_cols=u_cols[dep_pos],
-        dep_off=u_rows[dep_pos] != u_cols[dep_pos],
+        dep_diag=np.flatnonzero(u_rows[dep_pos] == u_cols[dep_pos]),
         K_theta=K_theta.astype(np.int64), P_theta=P_theta.astype(np.int64),
         full_indptr=np.cumsum(full_indptr), full_indices=f_cols[order],
         full_src=f_src[order], reg_sign=reg_sign,

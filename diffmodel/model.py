@@ -230,11 +230,12 @@ class Model:
         self._maps: KKTMaps = build_maps(qp)
         self._fact = KKTFactorization(self._maps)
         self._backends: dict[str, Backend] = {}
-        # θ̃[K_theta] at the current factorization (None: no valid factorization).
-        self._fact_key: FloatArray | None = None
-        # The last evaluated K data and the θ̃[K_theta] it was evaluated at.
+        # θ̃ at the current factorization (None: no valid factorization). Only
+        # its entries in self._k_slices matter: the parameters K depends on.
+        self._fact_theta: FloatArray | None = None
+        # The last evaluated K data and the θ̃ it was evaluated at.
         self._kdata: FloatArray = np.zeros(0)
-        self._kdata_key: FloatArray | None = None
+        self._kdata_theta: FloatArray | None = None
         # Per parameter: name, object, layout, and whether CVXPY attributes need checking.
         self._param_slots = [
             (name, param, qp.parameters[name], has_checked_attributes(param))
@@ -243,11 +244,15 @@ class Model:
         self._state: _State | None = None
         self._batch: _BatchState | None = None
         self._last_failure: str | None = None
-        k_entries = set(self._maps.K_theta.tolist())
+        k_entries = self._maps.K_theta
         self._k_params = {
             name for name, block in qp.parameters.items()
-            if k_entries & set(range(1 + block.offset, 1 + block.stop))
+            if np.any((k_entries >= 1 + block.offset) & (k_entries < 1 + block.stop))
         }
+        self._k_slices = [
+            slice(1 + block.offset, 1 + block.stop)
+            for name, block in qp.parameters.items() if name in self._k_params
+        ]
 
     # ------------------------------------------------------------------ names
 
@@ -353,13 +358,12 @@ class Model:
         for pname, arr in given.items():
             self._parameters[pname].save_value(arr)
         maps = self._maps
-        key = theta[maps.K_theta]
-        k_changed = self._fact_key is None or not np.array_equal(key, self._fact_key)
-        if self._kdata_key is not None and np.array_equal(key, self._kdata_key):
+        k_changed = not self._same_k(theta, self._fact_theta)
+        if self._same_k(theta, self._kdata_theta):
             kdata = self._kdata  # K does not depend on what changed: reuse its data.
         else:
             kdata = maps.K.apply(theta)
-            self._kdata, self._kdata_key = kdata, key
+            self._kdata, self._kdata_theta = kdata, theta
         f = maps.F.apply(theta)
         backend = self._backends.get(name)
         if backend is None:
@@ -368,20 +372,20 @@ class Model:
         self._state = None
         try:
             if k_changed:
-                self._fact_key = None
+                self._fact_theta = None
             raw = backend.solve(kdata, f, self._fact, k_changed)
         except SolverError as exc:
             self._last_failure = str(exc)
             raise
         if raw.factored:
-            self._fact_key = key.copy()
+            self._fact_theta = theta
         t2 = time.perf_counter()
         x, nu = raw.x, raw.nu
         z = np.concatenate([x, nu])
         # At a KKT point P x = −q − Aᵀν and A x = b, so ½xᵀPx + qᵀx = ½(qᵀx − bᵀν).
         n = maps.n
         value = self._qp.sign * (
-            0.5 * float(f[:n] @ x + f[n:] @ nu) + float(maps.rvec @ theta)
+            0.5 * float(f[:n] @ x + f[n:] @ nu) + float(maps.r(theta))
         )
         primal: dict[str, FloatArray] = {}
         for vname, block in self._qp.variables.items():
@@ -401,6 +405,12 @@ class Model:
         self._state = _State(theta, kdata, f, z, sol)
         self._last_failure = None
         return sol
+
+    def _same_k(self, theta: FloatArray, ref: FloatArray | None) -> bool:
+        """Whether K at θ̃ equals K at ``ref`` (its parameters are unchanged)."""
+        if ref is None:
+            return False
+        return all(np.array_equal(theta[s], ref[s]) for s in self._k_slices)
 
     @property
     def solution(self) -> Solution | None:
@@ -489,14 +499,13 @@ class Model:
         t1 = time.perf_counter()
         if shared_K and name == "kkt":
             theta0 = thetas[:, 0]
-            key = theta0[maps.K_theta]
-            if self._fact_key is None or not np.array_equal(key, self._fact_key):
-                self._fact_key = None
+            if not self._same_k(theta0, self._fact_theta):
+                self._fact_theta = None
                 self._state = None
                 kdata = maps.K.apply(theta0)
                 factorize(self._fact, kdata, need_inertia=maps.P_theta.size > 0
                           or self._fact.count == 0)
-                self._fact_key = key.copy()
+                self._fact_theta = theta0
             Z, residuals = self._fact.solve_many(-F)
             for i in range(size):
                 exc = check_solution(self._fact, Z[:, i], F[:, i], float(residuals[i]))
@@ -512,7 +521,7 @@ class Model:
         t2 = time.perf_counter()
         n = maps.n
         values_out = self._qp.sign * (
-            0.5 * np.einsum("ij,ij->j", F, Z) + maps.rvec @ thetas
+            0.5 * np.einsum("ij,ij->j", F, Z) + maps.r(thetas)
         )
         primal = {
             v: Z[b.offset: b.stop].T.reshape((size, *b.shape), order="F")
@@ -535,17 +544,16 @@ class Model:
         """Solve for one θ̃ without touching the single-solve state's outputs."""
         maps = self._maps
         kdata = maps.K.apply(theta)
-        key = theta[maps.K_theta]
-        k_changed = self._fact_key is None or not np.array_equal(key, self._fact_key)
+        k_changed = not self._same_k(theta, self._fact_theta)
         backend = self._backends.get(name)
         if backend is None:
             backend = self._backends[name] = make_backend(name, maps)
         if k_changed:
-            self._fact_key = None
+            self._fact_theta = None
             self._state = None
         raw = backend.solve(kdata, maps.F.apply(theta), self._fact, k_changed)
         if raw.factored:
-            self._fact_key = key.copy()
+            self._fact_theta = theta
         return np.concatenate([raw.x, raw.nu])
 
     def backward_batch(
@@ -602,10 +610,11 @@ class Model:
                     size, block.size, order="F").T
         maps = self._maps
         if batch.shared_K:
-            key = batch.thetas[maps.K_theta, 0]
-            if self._fact_key is None or not np.array_equal(key, self._fact_key):
-                factorize(self._fact, maps.K.apply(batch.thetas[:, 0]), need_inertia=False)
-                self._fact_key = key.copy()
+            theta0 = batch.thetas[:, 0].copy()
+            if not self._same_k(theta0, self._fact_theta):
+                self._fact_theta = None
+                factorize(self._fact, maps.K.apply(theta0), need_inertia=False)
+                self._fact_theta = theta0
                 self._state = None
             Omega, residuals = self._fact.solve_many(G)
             check_solved(self._fact, float(residuals.max(initial=0.0)))
@@ -617,9 +626,10 @@ class Model:
             dtheta = np.empty((maps.K.shape[1], size))
             self._state = None
             for i in range(size):
-                theta = batch.thetas[:, i]
+                theta = batch.thetas[:, i].copy()
+                self._fact_theta = None
                 factorize(self._fact, maps.K.apply(theta), need_inertia=False)
-                self._fact_key = theta[maps.K_theta].copy()
+                self._fact_theta = theta
                 dtheta[:, i] = adjoint(self._fact, batch.Z[:, i], G[:, i])
         return {
             name: dtheta[1 + b.offset: 1 + b.stop].T.reshape((size, *b.shape), order="F")
@@ -635,13 +645,12 @@ class Model:
             why = (f" (the last solve failed: {self._last_failure})"
                    if self._last_failure else "")
             raise NotSolvedError(f"{call} needs a solution: call model.solve() first{why}")
-        key = state.theta[self._maps.K_theta]
-        if self._fact_key is None or not np.array_equal(key, self._fact_key):
+        if not self._same_k(state.theta, self._fact_theta):
             try:
                 factorize(self._fact, state.kdata, need_inertia=False)
             except SolverError as exc:
                 raise DerivativeError(f"{call}: {exc}") from None
-            self._fact_key = key.copy()
+            self._fact_theta = state.theta
         return state
 
     def _z_vector(self, primal: Mapping[str, ArrayLike] | None,
