@@ -297,7 +297,20 @@ def _h_index(w: _Walker, expr: index) -> Affine:
     arg = expr.args[0]
     a = w.affine(arg)
     shape = tuple(expr.shape)
-    sel = np.asarray(_flat_index(a.shape)[expr.key]).ravel(order="F")
+    flat = _flat_index(a.shape)
+    if isinstance(expr, special_index):
+        sel = np.asarray(flat[expr.key]).ravel(order="F")
+    else:
+        # CVXPY normalizes basic keys to slices with absolute start and stop;
+        # a stop of -1 with a negative step means "through index 0", which
+        # NumPy would read as "the last entry": expand the slices explicitly.
+        axes = [
+            np.arange(k.start, k.stop, k.step) if isinstance(k, slice)
+            and all(isinstance(v, (int, np.integer)) for v in (k.start, k.stop, k.step))
+            else np.arange(dim)[k] if isinstance(k, slice) else np.array([k])
+            for k, dim in zip(expr.key, a.shape)
+        ]
+        sel = flat[np.ix_(*axes)].ravel(order="F") if axes else flat.ravel(order="F")
     if sel.shape[0] != _size(shape):
         raise ModelError(f"{w.context}: could not interpret the index in {_describe(expr)}")
     return _apply_linear(_selection(sel, a.size), a, shape)
@@ -397,7 +410,7 @@ def _as_matrix_shape(shape: tuple[int, ...], *, left: bool) -> tuple[int, int]:
 
 def _h_matmul(w: _Walker, expr: MulExpression) -> Affine:
     lhs, rhs = expr.args
-    if lhs.size == 1 or rhs.size == 1:
+    if lhs.shape == () or rhs.shape == ():
         return _h_multiply(w, expr)
     left, right = w.affine(lhs), w.affine(rhs)
     a, b = _as_matrix_shape(left.shape, left=True)

@@ -110,7 +110,8 @@ class OSQPBackend:
                 P = sp.csc_matrix((Px, self._P_indices, self._P_indptr), shape=(n, n))
                 A = sp.csc_matrix((Ax, self._A_indices, self._A_indptr), shape=(m, n))
                 solver = osqp.OSQP()
-                solver.setup(P, q, A, b, b, **OSQP_SETTINGS)
+                # Without constraints there is nothing to polish (and OSQP would say so).
+                solver.setup(P, q, A, b, b, **{**OSQP_SETTINGS, "polishing": m > 0})
                 self._solver = solver
             elif self._last_k is None or not np.array_equal(kdata, self._last_k):
                 self._solver.update(q=q, l=b, u=b, Px=Px, Ax=Ax)
