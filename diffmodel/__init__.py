@@ -13,15 +13,17 @@ See the documentation in ``docs/`` for the mathematics and conventions.
 
 from __future__ import annotations
 
-from .check import GradientCheck, check_gradients
+from .check import GradientCheck, GradientCheckRow, check_gradients
 from .errors import DerivativeError, DiffModelError, ModelError, NotSolvedError, SolverError
-from .model import Model, Solution
+from .model import BatchSolution, Model, Solution
 
 __all__ = [
     "Model",
     "Solution",
+    "BatchSolution",
     "check_gradients",
     "GradientCheck",
+    "GradientCheckRow",
     "DiffModelError",
     "ModelError",
     "SolverError",

@@ -50,6 +50,7 @@ from cvxpy.atoms.affine.transpose import transpose
 from cvxpy.atoms.affine.unary_operators import NegExpression
 from cvxpy.atoms.affine.vstack import Vstack
 from cvxpy.atoms.elementwise.power import Power
+from cvxpy.atoms.pnorm import Pnorm
 from cvxpy.atoms.affine.wraps import Wrap
 from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.atoms.quad_over_lin import quad_over_lin
@@ -72,7 +73,8 @@ _UNSUPPORTED_VAR_ATTRS = (
 
 
 def _describe(expr: object, limit: int = 70) -> str:
-    text = str(expr)
+    # CVXPY prints some atoms by their implementation class ("PnormApprox").
+    text = str(expr).replace("Approx(", "(")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -572,7 +574,9 @@ def _objective_terms(
 
 
 def _quadratic(w: _Walker, expr: cp.Expression) -> tuple[Affine, Affine] | None:
-    """(u, W) with expr == uᵀ W u, for the quadratic atoms diffmodel accepts."""
+    """(u, W) with expr == uᵀ W u, for the quadratic atoms diffmodel accepts:
+    quad_form, quad_over_lin (constant denominator), square/power(·, 2) of a
+    scalar, norm(·, 2) ** 2, and sums of (weighted) squares."""
     if isinstance(expr, QuadForm):
         x, Q = expr.args
         u = w.affine(x)
@@ -590,7 +594,12 @@ def _quadratic(w: _Walker, expr: cp.Expression) -> tuple[Affine, Affine] | None:
         u = w.affine(x)
         return u, _identity_weight(u.size, 1.0 / denom)
     if isinstance(expr, Power) and expr.size == 1 and _is_square(expr):
-        u = w.affine(expr.args[0])
+        inner = expr.args[0]
+        if isinstance(inner, Pnorm) and float(inner.p) == 2 and inner.axis is None:
+            # norm(u, 2) ** 2 (also norm(U, "fro") ** 2) is sum_squares(u).
+            u = w.affine(inner.args[0])
+            return u, _identity_weight(u.size)
+        u = w.affine(inner)
         return u, _identity_weight(1)
     if isinstance(expr, Sum) and expr.axis is None:
         return _sum_of_squares(w, expr.args[0])

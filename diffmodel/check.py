@@ -74,6 +74,7 @@ class GradientCheck:
 
     @property
     def ok(self) -> bool:
+        """True when :attr:`max_error` is within the tolerance ``tol``."""
         return self.max_error <= self.tol
 
     def __getitem__(self, name: str) -> GradientCheckRow:
@@ -110,10 +111,19 @@ def _rel(a: float, b: float, scale: float) -> float:
 
 def _direction(param: object, value: NDArray[np.float64], rng: np.random.Generator,
                eps: float) -> NDArray[np.float64]:
+    """A random unit direction along which θ ± εv keeps the parameter's declared attributes."""
     v = rng.standard_normal(value.shape)
     attrs = getattr(param, "attributes", {})
+    if attrs.get("diag"):
+        v = np.diag(np.diag(v))
     if attrs.get("symmetric") or attrs.get("PSD") or attrs.get("NSD"):
         v = 0.5 * (v + v.T)
+    if attrs.get("PSD") or attrs.get("NSD"):
+        # Stay in the face of the cone: move only within the range of the value.
+        w, U = np.linalg.eigh(0.5 * (value + value.T))
+        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
+        V = U[:, np.abs(w) > 1e3 * eps * scale]
+        v = V @ (V.T @ v @ V) @ V.T
     if attrs.get("nonneg") or attrs.get("pos"):
         v = np.where(value > 2 * eps * max(1.0, float(np.max(np.abs(value)))), v, 0.0)
     if attrs.get("nonpos") or attrs.get("neg"):
@@ -124,7 +134,7 @@ def _direction(param: object, value: NDArray[np.float64], rng: np.random.Generat
 
 def check_gradients(
     model: "Model",  # noqa: F821
-    wrt: Iterable[str] | None = None,
+    wrt: str | Iterable[str] | None = None,
     eps: float = 1e-6,
     seed: int | None = 0,
     tol: float = 1e-6,
@@ -138,8 +148,8 @@ def check_gradients(
     ----------
     model : Model
         A solved model.
-    wrt : iterable of str, optional
-        Parameter names to check (default: all).
+    wrt : str or iterable of str, optional
+        Parameter name(s) to check (default: all).
     eps : float, default 1e-6
         Step, relative to max(1, max |θ|) of each parameter.
     seed : int or None, default 0
@@ -159,6 +169,12 @@ def check_gradients(
     ModelError
         For an unknown parameter name.
 
+    Notes
+    -----
+    Afterwards the model holds its original solution again, but
+    ``Parameter.gradient`` and ``Variable.delta`` hold the values of the
+    check's random loss and directions.
+
     Examples
     --------
     >>> import cvxpy as cp, diffmodel as dm
@@ -174,7 +190,7 @@ def check_gradients(
     if not isinstance(model, Model):
         raise ModelError(f"check_gradients() needs a diffmodel.Model, got {type(model).__name__}")
     params = model.parameters
-    names = list(params) if wrt is None else list(wrt)
+    names = list(params) if wrt is None else [wrt] if isinstance(wrt, str) else list(wrt)
     for name in names:
         if name not in params:
             raise ModelError(

@@ -22,8 +22,10 @@ exact K by iterative refinement, z ← z + K_δ⁻¹(rhs − K z) (the "polishin
 step of OSQP: Stellato et al., Math. Prog. Comp. 12, 2020, §4.2). The AMD
 ordering and elimination tree are computed once; later factorizations with the
 same pattern only redo the numeric phase. The signs of D give the inertia of
-K_δ, which is (n, m) exactly when P is positive definite on the null space of
-A, i.e. when the QP is strictly convex on its feasible set.
+K_δ; it is (n, m) when P is positive semidefinite on the null space of A (up
+to δ), i.e. when the QP is convex on its feasible set, and has more negative
+entries when P has negative curvature there. Singularity of K itself (a
+solution that is not unique) is detected separately, by :meth:`sigma_min`.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ class Solution:
     dual : dict of str to ndarray
         Optimal dual of each constraint, by name, shaped like the constraint,
         with CVXPY's sign convention: the Lagrangian is
-        f(x) + Σ νᵀ(lhs − rhs) for a constraint ``lhs == rhs``.
+        f(x) + Σ νᵀ(lhs − rhs) for a constraint ``lhs == rhs``, where f is the
+        objective as CVXPY minimizes it (see docs/math.md for ``Maximize``).
     solver : str
         The backend that solved it (``"kkt"`` or ``"osqp"``).
     iterations : int
@@ -107,6 +108,7 @@ class BatchSolution:
 
     @property
     def batch_size(self) -> int:
+        """Number of problems B in the batch."""
         return int(self.value.shape[0])
 
     def __repr__(self) -> str:
@@ -215,6 +217,11 @@ class Model:
             raise ModelError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
         cons = _as_constraint_dict(constraints)
         qp, variables, parameters = canonicalize(objective, cons)
+        if "solver" in parameters:
+            raise ModelError(
+                "a parameter is named 'solver', which solve(solver=...) reserves; "
+                "rename the parameter"
+            )
         clash = set(variables) & set(cons)
         if clash:
             name = sorted(clash)[0]
@@ -275,7 +282,8 @@ class Model:
     def size(self) -> dict[str, int]:
         """Dimensions of the canonical QP: variables ``n`` (lifted auxiliaries
         included), equality rows ``m``, parameter entries ``n_theta``, and
-        nonzeros of the KKT matrix's upper triangle ``nnz_kkt``."""
+        stored entries of the KKT matrix's upper triangle ``nnz_kkt`` (its
+        pattern, including the explicit diagonal)."""
         return {"n": self._qp.n, "m": self._qp.m, "n_theta": self._qp.n_theta,
                 "nnz_kkt": int(self._maps.indices.shape[0])}
 
@@ -391,12 +399,12 @@ class Model:
         for vname, block in self._qp.variables.items():
             arr = x[block.offset: block.stop].reshape(block.shape, order="F")
             primal[vname] = arr
-            self._variables[vname].save_value(arr)
+            self._variables[vname].save_value(arr.copy())
         dual: dict[str, FloatArray] = {}
         for cname, block in self._qp.constraints.items():
             arr = nu[block.offset: block.stop].reshape(block.shape, order="F")
             dual[cname] = arr
-            self._constraints[cname].save_dual_value(arr)
+            self._constraints[cname].save_dual_value(arr.copy())
         sol = Solution(
             status="optimal", value=value, primal=primal, dual=dual, solver=name,
             iterations=raw.iterations, residual=raw.residual,
@@ -501,7 +509,6 @@ class Model:
             theta0 = thetas[:, 0]
             if not self._same_k(theta0, self._fact_theta):
                 self._fact_theta = None
-                self._state = None
                 kdata = maps.K.apply(theta0)
                 factorize(self._fact, kdata, need_inertia=maps.P_theta.size > 0
                           or self._fact.count == 0)
@@ -550,7 +557,6 @@ class Model:
             backend = self._backends[name] = make_backend(name, maps)
         if k_changed:
             self._fact_theta = None
-            self._state = None
         raw = backend.solve(kdata, maps.F.apply(theta), self._fact, k_changed)
         if raw.factored:
             self._fact_theta = theta
@@ -624,7 +630,6 @@ class Model:
             dtheta = -grad
         else:
             dtheta = np.empty((maps.K.shape[1], size))
-            self._state = None
             for i in range(size):
                 theta = batch.thetas[:, i].copy()
                 self._fact_theta = None

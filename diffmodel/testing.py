@@ -59,6 +59,11 @@ def random_qp(n: int, m: int, seed: int = 0, density: float = 1.0) -> QPData:
         Seed of the generator.
     density : float
         Fraction of nonzeros of the random parts of P and A.
+
+    Raises
+    ------
+    ValueError
+        Unless 0 <= m < n.
     """
     if not 0 <= m < n:
         raise ValueError(f"need 0 <= m < n, got n={n}, m={m}")

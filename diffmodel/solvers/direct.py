@@ -26,7 +26,7 @@ CONSISTENCY_TOL = 1e-8
 
 
 def factorize(fact: KKTFactorization, kdata: NDArray[np.float64], *, need_inertia: bool) -> None:
-    """Factor K and check that the QP is strictly convex on its feasible set.
+    """Factor K and check that the QP is convex on its feasible set.
 
     Raises
     ------
