@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from .errors import DerivativeError
 from .kkt import KKTFactorization, KKTMaps
 
-__all__ = ["tangent", "adjoint", "check_solved", "dF_dtheta", "jacobian_block", "DERIV_TOL", "SINGULAR_TOL"]
+__all__ = ["tangent", "adjoint", "check_solved", "objective_gradient", "dF_dtheta", "jacobian_block", "DERIV_TOL", "SINGULAR_TOL"]
 
 FloatArray = NDArray[np.float64]
 
@@ -85,6 +85,24 @@ def adjoint(fact: KKTFactorization, z: FloatArray, g: FloatArray) -> FloatArray:
     if maps.dep_rows.shape[0]:
         grad += maps.dep.apply_adjoint(maps.dK_adjoint(omega, z))
     return -grad
+
+
+def objective_gradient(maps: KKTMaps, z: FloatArray) -> FloatArray:
+    """∂f*/∂θ̃ of the canonical optimal value, by the envelope theorem.
+
+    At the optimum the value equals the Lagrangian
+    L = ½xᵀPx + qᵀx + r + νᵀ(Ax − b) = ½ zᵀK z + fᵀz + r, whose partial
+    derivative in θ (z held fixed) is the derivative of the optimal value:
+
+        ∂f*/∂θ̃ = ½ (∂k/∂θ̃)ᵀ h(z, z) + Fmapᵀ z + r,
+
+    with h as in :func:`adjoint`. No solve is needed. Entry 0 is meaningless.
+    """
+    grad = maps.F.apply_adjoint(z)
+    if maps.dep_rows.shape[0]:
+        grad += 0.5 * maps.dep.apply_adjoint(maps.dK_adjoint(z, z))
+    np.add.at(grad, maps.r_index, maps.r_value)
+    return grad
 
 
 def dF_dtheta(maps: KKTMaps, z: FloatArray, columns: NDArray[np.int64]) -> sp.csc_matrix:

@@ -17,7 +17,7 @@ from ._validation import (
     has_checked_attributes,
 )
 from .canon import Block, ParametricQP, canonicalize
-from .diff import adjoint, check_solved, jacobian_block, tangent
+from .diff import adjoint, check_solved, jacobian_block, objective_gradient, tangent
 from .errors import DerivativeError, ModelError, NotSolvedError, SolverError
 from .kkt import KKTFactorization, KKTMaps, build_maps
 from .solvers import SOLVERS, Backend, make_backend
@@ -802,6 +802,70 @@ class Model:
         rows = np.arange(shift + block.offset, shift + block.stop)
         cols = np.arange(1 + pblock.offset, 1 + pblock.stop)
         return jacobian_block(self._fact, state.z, rows, cols)
+
+    def objective_gradient(self) -> dict[str, FloatArray]:
+        """∂f*/∂θ: the derivative of the optimal value w.r.t. every parameter.
+
+        Computed from the Lagrangian at the current solution (envelope
+        theorem), without any solve.
+
+        Returns
+        -------
+        dict of str to ndarray
+            By parameter name, shaped like the parameter. For ``Maximize``
+            this is the derivative of the maximized value.
+
+        Raises
+        ------
+        NotSolvedError
+            If there is no successful solve.
+        """
+        state = self._state
+        if state is None:
+            self._ready("objective_gradient()")  # raises the shared NotSolvedError
+            raise AssertionError("unreachable")  # pragma: no cover
+        grad = self._qp.sign * objective_gradient(self._maps, state.z)
+        return {
+            name: grad[1 + b.offset: 1 + b.stop].reshape(b.shape, order="F")
+            for name, b in self._qp.parameters.items()
+        }
+
+    # ----------------------------------------------------------- sensitivity
+
+    def sensitivity(
+        self,
+        of: str | Sequence[str] | None = None,
+        wrt: str | Sequence[str] | None = None,
+        labels: Mapping[str, Sequence[str]] | None = None,
+        top: int = 10,
+        **options: object,
+    ) -> "SensitivityReport":  # noqa: F821
+        """A sensitivity report at the current solution.
+
+        See :func:`diffmodel.report.sensitivity` for the parameters, the
+        contents of the report and its renderings.
+        """
+        from .report import sensitivity
+
+        return sensitivity(self, of=of, wrt=wrt, labels=labels, top=top, **options)
+
+    def predict(self, delta: Mapping[str, ArrayLike]) -> "Prediction":  # noqa: F821
+        """First-order prediction of the solution for a change of parameters.
+
+        See :func:`diffmodel.report.predict`.
+        """
+        from .report import predict
+
+        return predict(self, delta)
+
+    def sweep(self, name: str, values: ArrayLike, **options: object) -> "Sweep":  # noqa: F821
+        """Compare the first-order prediction with re-solves along a path.
+
+        See :func:`diffmodel.report.sweep`.
+        """
+        from .report import sweep
+
+        return sweep(self, name, values, **options)
 
     def __repr__(self) -> str:
         def names(d: Mapping[str, object]) -> str:
