@@ -49,7 +49,7 @@ REGULARIZATION = 1e-9
 #: Maximum iterative refinement steps per solve.
 MAX_REFINE = 8
 #: Refinement stops when the residual is below this, relative to ‖K‖‖z‖ + ‖rhs‖.
-REFINE_TOL = 5e-15
+REFINE_TOL = 1e-14
 
 
 #: Maps with at most this many entries (rows × columns) are stored dense:
