@@ -660,8 +660,10 @@ class Model:
 
     def _z_vector(self, primal: Mapping[str, ArrayLike] | None,
                   dual: Mapping[str, ArrayLike] | None, call: str) -> FloatArray:
+        """∂ℓ/∂z from gradients by variable and constraint name, validated."""
         g = np.zeros(self._maps.dim)
         n = self._maps.n
+        given: list[tuple[str, str, Block, int, ArrayLike]] = []
         for name, value in (primal or {}).items():
             block = self._qp.variables.get(name)
             if block is None:
@@ -671,16 +673,22 @@ class Model:
                         f"gradient for its dual as dual={{{name!r}: ...}}"
                     )
                 check_names([name], self._variables, "variable", call)
-                continue
-            arr = check_array(value, block.shape, f"{call}: gradient for variable '{name}'")
-            g[block.offset: block.stop] = arr.ravel(order="F")
+            else:
+                given.append((f"gradient for variable '{name}'", name, block, 0, value))
         for name, value in (dual or {}).items():
             block = self._qp.constraints.get(name)
             if block is None:
                 check_names([name], self._constraints, "constraint", call)
-                continue
-            arr = check_array(value, block.shape, f"{call}: gradient for the dual of '{name}'")
-            g[n + block.offset: n + block.stop] = arr.ravel(order="F")
+            else:
+                given.append((f"gradient for the dual of '{name}'", name, block, n, value))
+        for what, _, block, shift, value in given:
+            if not (isinstance(value, np.ndarray) and value.dtype == np.float64
+                    and value.shape == block.shape):
+                value = check_array(value, block.shape, f"{call}: {what}")
+            g[shift + block.offset: shift + block.stop] = value.ravel(order="F")
+        if not np.isfinite(g).all():  # name the culprit
+            for what, _, block, _, value in given:
+                check_array(value, block.shape, f"{call}: {what}")
         return g
 
     def backward(
