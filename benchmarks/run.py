@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", nargs="*", default=None, help="subset of tools")
     parser.add_argument("--families", nargs="*", default=None, help="subset of families")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per cell")
+    parser.add_argument("--merge", action="store_true",
+                        help="update the cells of an existing results.json instead of "
+                             "replacing it (to rerun some tools or families)")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "FAMILY", "OUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -339,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or (Path(tempfile.mkdtemp()) if args.quick else HERE)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge and (out / "results.json").exists():
+        report = _merge(json.loads((out / "results.json").read_text())["families"], report)
     (out / "results.json").write_text(json.dumps(
         {"machine": machine(), "quick": args.quick, "date": time.strftime("%Y-%m-%d"),
          "families": report}, indent=1, default=float))
@@ -349,6 +354,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("\nall tools agree with the exact reference (within each tool's tolerance)")
     return 0
+
+
+def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Old families and cells, with the new ones replacing those they rerun."""
+    by_family = {fam["family"]: fam for fam in old}
+    for fam in new:
+        if fam["family"] not in by_family:
+            by_family[fam["family"]] = fam
+            continue
+        rows = {row["tool"]: row for row in by_family[fam["family"]]["rows"]}
+        rows.update({row["tool"]: row for row in fam["rows"]})
+        by_family[fam["family"]]["rows"] = list(rows.values())
+    order = [f.label for f in FULL] + [f.label for f in QUICK]
+    tools_order = list(__import__("tools").TOOLS)
+    merged = sorted(by_family.values(),
+                    key=lambda f: order.index(f["family"]) if f["family"] in order else 99)
+    for fam in merged:
+        fam["rows"].sort(key=lambda r: tools_order.index(r["tool"])
+                         if r["tool"] in tools_order else 99)
+    return merged
 
 
 def _summary(cell: dict[str, Any]) -> str:

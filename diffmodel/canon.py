@@ -603,6 +603,16 @@ def _quadratic(w: _Walker, expr: cp.Expression) -> tuple[Affine, Affine] | None:
         return u, _identity_weight(1)
     if isinstance(expr, Sum) and expr.axis is None:
         return _sum_of_squares(w, expr.args[0])
+    if isinstance(expr, MulExpression) and not isinstance(expr, multiply) and expr.size == 1:
+        # c @ square(u) with a weight vector c free of variables: Σ c_i u_i².
+        lhs, rhs = expr.args
+        for coef, other in ((lhs, rhs), (rhs, lhs)):
+            if (isinstance(other, Power) and _is_square(other) and not coef.variables()
+                    and coef.size == other.size):
+                u = w.affine(other.args[0])
+                if u.size != other.size:
+                    u = _broadcast(u, tuple(other.shape))
+                return u, _diag_weight(w.affine(coef), u.size)
     return None
 
 

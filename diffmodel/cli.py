@@ -210,16 +210,16 @@ def _report(args: argparse.Namespace) -> int:
         report = model.sensitivity(of=args.of, wrt=args.wrt, labels=labels, top=args.top)
         text = None if args.quiet else str(report)
         written: list[Path] = []
+        # Outputs that need the optional plotting dependency first, so that a
+        # missing one fails before anything is written.
+        if outputs["html"] is not None:
+            written.append(Path(report.to_html(Path(outputs["html"]))))
+        if args.plots is not None:
+            written.extend(Path(p) for p in report.save_plots(Path(args.plots)))
         if outputs["md"] is not None:
             written.append(_write_text(Path(outputs["md"]), report.to_markdown()))
         if outputs["json"] is not None:
             written.append(_write_text(Path(outputs["json"]), report.to_json()))
-        if outputs["html"] is not None:
-            written.append(Path(report.to_html(Path(outputs["html"]))))
-        if args.plots is not None:
-            folder = Path(args.plots)
-            folder.mkdir(parents=True, exist_ok=True)
-            written.extend(Path(p) for p in report.save_plots(folder))
     except (SolverError, DerivativeError) as exc:
         raise _CommandError(str(exc), status=1) from None
     except (DiffModelError, ValueError, KeyError, TypeError) as exc:
@@ -247,7 +247,10 @@ def _missing_dependency(exc: ImportError) -> str:
     module = exc.name or ""
     if module == "diffmodel" or module.startswith("diffmodel."):
         return f"this installation of diffmodel is incomplete: {exc}"
-    return f"the report needs an optional dependency: {exc} ({_REPORT_EXTRA})"
+    message = _one_line(str(exc))
+    if "diffmodel[report]" in message:  # the report's own message names the extra
+        return message
+    return f"the report needs an optional dependency: {message} ({_REPORT_EXTRA})"
 
 
 def _check_writable(path: Path, flag: str) -> None:

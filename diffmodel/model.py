@@ -383,8 +383,12 @@ class Model:
                 self._fact_theta = None
             raw = backend.solve(kdata, f, self._fact, k_changed)
         except SolverError as exc:
+            if self._qp.sign < 0 and exc.status == "unbounded":
+                # The canonical problem minimizes −g; the model maximizes g.
+                exc = SolverError(str(exc).replace("unbounded below", "unbounded above")
+                                  .replace("decreases", "increases"), exc.status)
             self._last_failure = str(exc)
-            raise
+            raise exc from None
         if raw.factored:
             self._fact_theta = theta
         t2 = time.perf_counter()

@@ -6,7 +6,7 @@ loads at B, C and D). The dispatch minimizes generation cost plus the cost of
 resistive line losses:
 
     minimize    Σ_g (c_g p_g + ½ a_g p_g²)  +  ρ Σ_l r_l f_l² / S
-    subject to  balance:  d = C_gen p − Aᵀ f      (per bus: demand = injection)
+    subject to  balance:  C_gen p − Aᵀ f = d      (per bus: injection = demand)
                 flow:     f = S diag(1/x) A θ      (DC power flow, per line)
                 slack:    θ_A = 0                  (reference angle)
 
@@ -22,12 +22,15 @@ inequality constraints yet. Without congestion, differences between nodal
 prices come only from the loss term; a lossless model (ρ = 0) would give every
 bus the same price.
 
-Nodal prices (LMPs). The dual of bus i's balance row is the marginal cost of
-serving one more MW of demand there, ∂cost*/∂d_i. Sign: CVXPY writes the
-constraint ``d == injection`` as ``lhs − rhs = d − injection`` (the parameter
-``d`` keeps its place on the left), the Lagrangian adds ν(d − injection), so
-∂cost*/∂d = +ν. (Written ``injection == d``, the price would be −ν.)
-The script checks this against finite differences of re-solves.
+Nodal prices (LMPs). The nodal price at bus i is the marginal cost of
+serving one more MW of demand there, ∂cost*/∂d_i, and it is given by the dual
+ν_i of bus i's balance row, up to sign. CVXPY stores the constraint
+``injection == d`` as lhs − rhs = injection − d and the Lagrangian adds
+νᵀ(injection − d), so ∂cost*/∂d = −ν: **the LMP is −ν**. This is also the
+"shadow price" of diffmodel's sensitivity report, which is ∂cost*/∂(rhs).
+(Written ``d == injection``, with the parameter on the left, CVXPY keeps that
+order and the LMP would be +ν.) The script checks the sign against finite
+differences of re-solves.
 
 Run ``python examples/dc_power_flow.py``; the command line report is
 ``python -m diffmodel report examples/dc_power_flow.py``. The module defines
@@ -81,7 +84,7 @@ loss_cost = LOSS_PRICE / BASE_MVA * cp.sum_squares(cp.multiply(np.sqrt(r), f))
 model = dm.Model(
     cp.Minimize(generation_cost + loss_cost),
     {
-        "balance": d == gen_bus @ p - incidence.T @ f,
+        "balance": gen_bus @ p - incidence.T @ f == d,
         "flow": f == (BASE_MVA / x)[:, None] * incidence @ theta,
         "slack": theta[0] == 0,
     },
@@ -99,14 +102,14 @@ def cost_at(demand):
 
 
 def price_check(h=1e-3):
-    """Nodal prices from the duals and from central differences of the optimal cost.
+    """Nodal prices from the duals (−ν) and from finite differences of the optimal cost.
 
     The optimal cost is quadratic in d, so both difference formulas are exact
-    up to rounding. Returns (duals, finite differences), each of shape
+    up to rounding. Returns (−duals, finite differences), each of shape
     (n_bus,); leaves the model solved at the original demands.
     """
     base = np.array(d.value, dtype=float)
-    duals = model.solve(d=base).dual["balance"].copy()
+    prices = -model.solve(d=base).dual["balance"]
     fd = np.empty(n_bus)
     for i in range(n_bus):
         e = np.zeros(n_bus)
@@ -116,7 +119,7 @@ def price_check(h=1e-3):
         else:  # d ≥ 0 (nonneg): a one-sided second-order formula at buses without load
             fd[i] = (-3 * cost_at(base) + 4 * cost_at(base + e) - cost_at(base + 2 * e)) / (2 * h)
     model.solve(d=base)
-    return duals, fd
+    return prices, fd
 
 
 def main():
@@ -135,14 +138,14 @@ def main():
     for name, fl, lo in zip(LINE_NAMES, flows, losses):
         print(f"  {name:5s} {fl:10.1f} {lo:10.3f}")
 
-    duals, fd = price_check()
-    print("\nNodal prices (LMPs) = dual of 'balance' = ∂cost*/∂d, in $/MWh:")
-    print(f"  {'bus':3s} {'d [MW]':>7s} {'dual':>9s} {'finite diff.':>13s}")
-    for bus, di, nu, g in zip(BUSES, DEMAND, duals, fd):
-        print(f"  {bus:3s} {di:7.0f} {nu:9.4f} {g:13.4f}")
-    err = float(np.max(np.abs(duals - fd)))
-    print(f"  max |dual − finite difference| = {err:.1e}: the constraint is written "
-          "'d == injection', so the price is +dual.")
+    prices, fd = price_check()
+    print("\nNodal prices (LMPs) = ∂cost*/∂d = −(dual of 'balance'), in $/MWh:")
+    print(f"  {'bus':3s} {'d [MW]':>7s} {'−dual':>9s} {'finite diff.':>13s}")
+    for bus, di, lmp, g in zip(BUSES, DEMAND, prices, fd):
+        print(f"  {bus:3s} {di:7.0f} {lmp:9.4f} {g:13.4f}")
+    err = float(np.max(np.abs(prices - fd)))
+    print(f"  max |−dual − finite difference| = {err:.1e}: CVXPY stores 'injection == d' "
+          "as injection − d, so the price is −dual.")
     print("  Each generator's marginal cost c + a p equals the price at its bus; "
           "the prices differ only by marginal losses.")
 
@@ -154,12 +157,12 @@ def main():
           "generators cover exactly the extra MW)")
 
     try:
-        report = model.sensitivity(labels=labels, top=8)
+        text = str(model.sensitivity(labels=labels, top=8))
     except ImportError as exc:  # the report module or an optional extra is missing
         print(f"\n(no sensitivity report: {exc})")
     else:
         print("\nSensitivity report:\n")
-        print(report)
+        print(text)
     return 0 if err < 1e-4 else 1
 
 

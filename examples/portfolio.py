@@ -121,12 +121,12 @@ def main():
           f"{np.allclose(grad['mu'], weights)}")
 
     try:
-        report = model.sensitivity(labels=labels, top=8)
+        text = str(model.sensitivity(labels=labels, top=8))
     except ImportError as exc:  # the report module or an optional extra is missing
         print(f"\n(no sensitivity report: {exc})")
     else:
         print("\nSensitivity report:\n")
-        print(report)
+        print(text)
     return 0
 
 

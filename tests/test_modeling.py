@@ -78,3 +78,28 @@ def test_batch_solve_keeps_the_last_solution_differentiable() -> None:
     again = model.backward({"x": np.ones(3)})  # refactors at the last solve's K
     for key in reference:
         np.testing.assert_allclose(again[key], reference[key], rtol=1e-12)
+
+
+def test_weights_times_squares_is_a_weighted_sum_of_squares() -> None:
+    w = cp.Variable(4, name="w")
+    q = cp.Parameter(4, name="q", value=np.ones(4))
+    weights = np.array([1.0, 2.0, 3.0, 4.0])
+    objective = cp.Minimize(weights @ cp.square(w) + q @ w)
+    model = dm.Model(objective, {"budget": cp.sum(w) == 1})
+    sol = model.solve()
+    # Dense KKT of minimize Σ c_i w_i² + qᵀw s.t. 1ᵀw = 1.
+    K = np.block([[2 * np.diag(weights), np.ones((4, 1))], [np.ones((1, 4)), np.zeros((1, 1))]])
+    z = np.linalg.solve(K, np.r_[-np.ones(4), 1.0])
+    np.testing.assert_allclose(sol.primal["w"], z[:4], rtol=1e-12, atol=1e-14)
+    assert dm.check_gradients(model).ok
+
+
+def test_unbounded_maximization_says_above() -> None:
+    w = cp.Variable(4, name="w")
+    q = cp.Parameter(4, name="q", value=np.arange(4.0))
+    g = cp.Parameter(name="g", nonneg=True)
+    model = dm.Model(cp.Maximize(q @ w - g * cp.sum_squares(w)), {"budget": cp.sum(w) == 1})
+    with pytest.raises(dm.SolverError, match="unbounded above") as info:
+        model.solve(g=0.0)
+    assert info.value.status == "unbounded"
+    assert model.solve(g=1.0).value == pytest.approx(2.5)
