@@ -16,6 +16,7 @@ from __future__ import annotations
 from .check import GradientCheck, GradientCheckRow, check_gradients
 from .errors import DerivativeError, DiffModelError, ModelError, NotSolvedError, SolverError
 from .model import BatchSolution, Model, Solution
+from .report import Prediction, SensitivityReport, Sweep
 
 __all__ = [
     "Model",
@@ -24,6 +25,9 @@ __all__ = [
     "check_gradients",
     "GradientCheck",
     "GradientCheckRow",
+    "SensitivityReport",
+    "Prediction",
+    "Sweep",
     "DiffModelError",
     "ModelError",
     "SolverError",

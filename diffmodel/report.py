@@ -24,6 +24,8 @@ Renderings (text, Markdown, HTML with plots, pandas, JSON) live in
 
 from __future__ import annotations
 
+import re
+
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -655,11 +657,14 @@ class _BlockAccumulator:
 
 
 def _top(scores: FloatArray, k: int) -> IntArray:
-    """Indices of the k largest scores, largest first (ties by index)."""
-    if scores.shape[0] > k:
-        idx = np.argpartition(scores, scores.shape[0] - k)[-k:]
+    """Indices of the k largest scores, largest first; ties go to the lower index."""
+    size = scores.shape[0]
+    if size > k:
+        kth = np.partition(scores, size - k)[size - k]
+        above = np.flatnonzero(scores > kth)
+        idx = np.concatenate([above, np.flatnonzero(scores == kth)[: k - above.shape[0]]])
     else:
-        idx = np.arange(scores.shape[0])
+        idx = np.arange(size)
     return idx[np.lexsort((idx, -scores[idx]))]
 
 
@@ -814,7 +819,7 @@ def sensitivity(
                     f"of=[...] to include constraints' duals")
 
     report_labels: dict[str, tuple[str, ...]] = {}
-    for name in dict.fromkeys([*outputs, *params, *qp.constraints]):
+    for name in dict.fromkeys([*outputs, *params, *qp.constraints, *given_labels]):
         report_labels[name] = _labels_for(name, known[name].shape, given_labels.get(name))
 
     # ∂f*/∂θ by the envelope theorem (no solve).
@@ -834,8 +839,8 @@ def sensitivity(
     shadow: dict[str, ShadowPrice] = {}
     for c, con in model._constraints.items():
         args = con.args
-        lhs = str(args[0])
-        rhs = str(args[1]) if len(args) > 1 else "0"
+        lhs = _expression_text(args[0])
+        rhs = _expression_text(args[1]) if len(args) > 1 else "0"
         nu = np.array(solution.dual[c], dtype=np.float64)
         sense = "maximized" if qp.sign < 0 else "minimized"
         meaning = (
@@ -844,7 +849,7 @@ def sensitivity(
             f"{_short(rhs)} + ε; equals {'+' if qp.sign < 0 else '−'}ν "
             f"(CVXPY's dual, Lagrangian f + νᵀ(lhs − rhs))")
         shadow[c] = ShadowPrice(constraint=c, lhs=lhs, rhs=rhs, dual=nu,
-                                price=-qp.sign * nu, meaning=meaning)
+                                price=np.array(-qp.sign * nu), meaning=meaning)
 
     # Jacobian blocks, streamed.
     out_blocks = []
@@ -865,8 +870,8 @@ def sensitivity(
             f"column norms and its {k} largest entries, and no heatmap. Narrow the report "
             f"with of=/wrt=, raise max_entries, or raise top= for more entries")
     acc: dict[tuple[str, str], _BlockAccumulator] = {
-        (o, p): _BlockAccumulator(ob[3].shape[0], pb[2].shape[0], k, store)
-        for ob in out_blocks for pb in par_blocks for o, p in [(ob[0], pb[0])]
+        (ob[0], pb[0]): _BlockAccumulator(ob[3].shape[0], pb[2].shape[0], k, store)
+        for ob in out_blocks for pb in par_blocks
     }
     solves = 0
     mode = "none"
@@ -970,6 +975,24 @@ def sensitivity(
         notes=notes, outputs=tuple(outputs), parameters=tuple(params), sweeps=sweeps,
         k=k, mode=mode, solves=solves, seconds=time.perf_counter() - t_start,
         labels=report_labels, output_values=output_values)
+
+
+def _expression_text(expr: object, limit: int = 60) -> str:
+    """One line of CVXPY's text for ``expr``, numeric array literals shown as ``C``.
+
+    CVXPY prints constant matrices in full, over several lines; a report only
+    needs the structure, e.g. ``C @ p + -(C @ f)``.
+    """
+    text = " ".join(str(expr).split()).replace("Approx(", "(")
+    # An array literal starts after a space, "(", "," or "[" (not an index like x[0]).
+    literal = re.compile(r"(?<![\w\]\)])\[[-+0-9.eE ,…◦]*(?:\.\.\.)?[-+0-9.eE ,…◦]*\]")
+    while True:
+        shorter = literal.sub("◦", text)
+        if shorter == text:
+            break
+        text = shorter
+    text = re.sub(r"◦( ◦)*", "C", text)
+    return _short(text, limit)
 
 
 def _short(text: str, limit: int = 60) -> str:
