@@ -496,7 +496,11 @@ class _QuadTerm:
 
     u: Affine
     W: Affine
-    source: str
+    expr: cp.Expression
+
+    @property
+    def source(self) -> str:
+        return _describe(self.expr)
 
 
 def _scalar_factor(w: _Walker, expr: cp.Expression) -> Affine | None:
@@ -507,6 +511,8 @@ def _scalar_factor(w: _Walker, expr: cp.Expression) -> Affine | None:
 
 
 def _scale_weight(w: _Walker, W: Affine, s: Affine, expr: object) -> Affine:
+    if not s.has_params and not s.has_vars:  # a constant factor
+        return W.scaled(float(s.val.sum()))
     il, ir = _pairs(np.zeros_like(s.row), np.zeros_like(W.row), 1)
     return w.product(s, W, il, ir, W.row[ir], W.shape, expr)
 
@@ -561,16 +567,15 @@ def _objective_terms(
                 new = w.product(factor, s, il, ir, np.zeros(il.shape[0], dtype=_INT), (), expr)
                 _objective_terms(w, other, new, quads, linear)
                 return
-    source = _describe(expr)
     quad = _quadratic(w, expr)
     if quad is None:
         raise ModelError(
-            f"objective: {source} is not a quadratic term diffmodel can handle; "
+            f"objective: {_describe(expr)} is not a quadratic term diffmodel can handle; "
             "use sum_squares, quad_form, square or quad_over_lin (constant "
             "denominator) of affine expressions, plus affine terms"
         )
     u, W = quad
-    quads.append(_QuadTerm(_flatten(u), _scale_weight(w, W, factor, expr), source))
+    quads.append(_QuadTerm(_flatten(u), _scale_weight(w, W, factor, expr), expr))
 
 
 def _quadratic(w: _Walker, expr: cp.Expression) -> tuple[Affine, Affine] | None:
@@ -958,6 +963,19 @@ def _expand_quadratic(u: Affine, W: Affine, q_parts: list[Affine],
     N = u.size
     k_w = W.row % N
     l_w = W.row // N
+    if _is_selection(u) and u.row.shape[0] == N:
+        # u_k = c_k x_{j(k)} (quad_form(x, Q), sum_squares(x), ...): no join needed.
+        var = np.empty(N, dtype=_INT)
+        coef = np.empty(N)
+        var[u.row] = u.v - 1
+        coef[u.row] = u.val
+        ci, cj = var[k_w], var[l_w]
+        val = coef[k_w] * W.val * coef[l_w]
+        pi = np.concatenate([ci, cj])
+        pj = np.concatenate([cj, ci])
+        upper = pi <= pj
+        return (pi[upper], pj[upper], np.concatenate([W.p, W.p])[upper],
+                np.concatenate([val, val])[upper])
     xpart = u.take(u.v > 0)
     cpart = u.take(u.v == 0)
     # P: for each W entry (k, l), pair C[k, i] with C[l, j].

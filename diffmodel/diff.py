@@ -26,7 +26,8 @@ from numpy.typing import NDArray
 from .errors import DerivativeError
 from .kkt import KKTFactorization, KKTMaps
 
-__all__ = ["tangent", "adjoint", "check_solved", "objective_gradient", "dF_dtheta", "jacobian_block", "DERIV_TOL", "SINGULAR_TOL"]
+__all__ = ["tangent", "adjoint", "check_solved", "objective_gradient", "dF_dtheta",
+           "jacobian_block", "JACOBIAN_CHUNK", "DERIV_TOL", "SINGULAR_TOL"]
 
 FloatArray = NDArray[np.float64]
 
@@ -120,19 +121,35 @@ def dF_dtheta(maps: KKTMaps, z: FloatArray, columns: NDArray[np.int64]) -> sp.cs
     return sp.csc_matrix(D + maps.F.matrix[:, columns])
 
 
+#: Right-hand sides solved per block in :func:`jacobian_block` (bounds its memory).
+JACOBIAN_CHUNK = 256
+
+
 def jacobian_block(fact: KKTFactorization, z: FloatArray, out_rows: NDArray[np.int64],
                    columns: NDArray[np.int64]) -> FloatArray:
     """dz[out_rows]/dθ̃[columns], by forward or reverse passes, whichever is fewer.
 
-    Costs min(len(out_rows), len(columns)) solves with the existing factorization.
+    Costs min(len(out_rows), len(columns)) solves with the existing
+    factorization, done in blocks of :data:`JACOBIAN_CHUNK` right-hand sides,
+    so that working memory beyond the result is O(JACOBIAN_CHUNK · (n + m)).
     """
+    dim = fact.maps.dim
+    n_out, n_col = out_rows.shape[0], columns.shape[0]
+    J = np.empty((n_out, n_col))
+    if n_col <= n_out:
+        for start in range(0, n_col, JACOBIAN_CHUNK):
+            cols = columns[start: start + JACOBIAN_CHUNK]
+            D = dF_dtheta(fact.maps, z, cols)
+            dz, residuals = fact.solve_many(-D.toarray())
+            check_solved(fact, float(residuals.max(initial=0.0)))
+            J[:, start: start + cols.shape[0]] = dz[out_rows, :]
+        return J
     D = dF_dtheta(fact.maps, z, columns)
-    if columns.shape[0] <= out_rows.shape[0]:
-        dz, residuals = fact.solve_many(-D.toarray())
+    for start in range(0, n_out, JACOBIAN_CHUNK):
+        rows = out_rows[start: start + JACOBIAN_CHUNK]
+        E = np.zeros((dim, rows.shape[0]))
+        E[rows, np.arange(rows.shape[0])] = 1.0
+        omega, residuals = fact.solve_many(E)
         check_solved(fact, float(residuals.max(initial=0.0)))
-        return dz[out_rows, :]
-    E = np.zeros((fact.maps.dim, out_rows.shape[0]))
-    E[out_rows, np.arange(out_rows.shape[0])] = 1.0
-    omega, residuals = fact.solve_many(E)
-    check_solved(fact, float(residuals.max(initial=0.0)))
-    return -np.asarray((D.T @ omega).T)
+        J[start: start + rows.shape[0], :] = -np.asarray((D.T @ omega).T)
+    return J

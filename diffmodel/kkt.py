@@ -212,33 +212,38 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
     r_index, r_inverse = np.unique(qp.r.p, return_inverse=True)
     r_value = np.bincount(r_inverse, qp.r.val, minlength=r_index.shape[0])
 
-    K_theta = np.unique(Kmap.indices)
-    K_theta = K_theta[K_theta > 0]
-    in_P = (u_rows < n) & (u_cols < n)
-    P_theta = np.unique(Kmap[np.flatnonzero(in_P)].indices)
-    P_theta = P_theta[P_theta > 0]
-    # Entries of K that depend on θ: only these enter derivatives through dK.
-    theta_part = Kmap[:, 1:]
-    dep_pos = np.flatnonzero(np.diff(theta_part.indptr) > 0)
-    Kdep = sp.hstack([sp.csr_matrix((dep_pos.shape[0], 1)), theta_part[dep_pos]])
+    # Parameters K depends on, and the entries of K that depend on θ: only
+    # these enter derivatives through dK.
+    has_p = ps > 0
+    K_theta = np.unique(ps[has_p])
+    entry_P = np.zeros(ps.shape[0], dtype=bool)
+    entry_P[: qp.P.p.shape[0]] = True
+    P_theta = np.unique(ps[has_p & entry_P])
+    dep_pos = np.unique(inverse[has_p])
+    Kdep = sp.csr_matrix(
+        (vals[has_p], (np.searchsorted(dep_pos, inverse[has_p]), ps[has_p])),
+        shape=(dep_pos.shape[0], nt),
+    )
+    Kdep.sum_duplicates()
 
-    # Full symmetric pattern (CSR) for matrix-vector products with K.
+    # Full symmetric pattern (CSR) for matrix-vector products with K; the
+    # data of each entry is its position in the upper pattern (plus one).
     off = u_rows != u_cols
     f_rows = np.concatenate([u_rows, u_cols[off]])
     f_cols = np.concatenate([u_cols, u_rows[off]])
     f_src = np.concatenate([np.arange(nnz), np.flatnonzero(off)])
-    order = np.lexsort((f_cols, f_rows))
-    full_indptr = np.zeros(N + 1, dtype=np.int64)
-    np.add.at(full_indptr, f_rows + 1, 1)
+    full = sp.csr_matrix((f_src + 1.0, (f_rows, f_cols)), shape=(N, N))
+    full.sort_indices()
     reg_sign = np.concatenate([np.ones(n), -np.ones(m)])
     return KKTMaps(
         n=n, m=m, indptr=indptr, indices=u_rows, K=LinearMap(Kmap), F=LinearMap(Fmap),
-        r_index=r_index.astype(np.int64), r_value=r_value, rows=u_rows, cols=u_cols, diag_pos=diag_pos.astype(np.int64),
+        r_index=r_index.astype(np.int64), r_value=r_value, rows=u_rows, cols=u_cols,
+        diag_pos=diag_pos.astype(np.int64),
         dep=LinearMap(Kdep), dep_rows=u_rows[dep_pos], dep_cols=u_cols[dep_pos],
         dep_diag=np.flatnonzero(u_rows[dep_pos] == u_cols[dep_pos]),
         K_theta=K_theta.astype(np.int64), P_theta=P_theta.astype(np.int64),
-        full_indptr=np.cumsum(full_indptr), full_indices=f_cols[order],
-        full_src=f_src[order], reg_sign=reg_sign,
+        full_indptr=full.indptr.astype(np.int64), full_indices=full.indices.astype(np.int64),
+        full_src=full.data.astype(np.int64) - 1, reg_sign=reg_sign,
     )
 
 

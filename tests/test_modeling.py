@@ -103,3 +103,26 @@ def test_unbounded_maximization_says_above() -> None:
         model.solve(g=0.0)
     assert info.value.status == "unbounded"
     assert model.solve(g=1.0).value == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize(("n", "m", "of", "wrt"), [(400, 300, "x", "b"), (300, 10, "x", "A")],
+                         ids=["forward-chunks", "reverse-chunks"])
+def test_jacobian_in_chunks_matches_dense_kkt(n: int, m: int, of: str, wrt: str) -> None:
+    """Jacobians larger than one block of right-hand sides (JACOBIAN_CHUNK = 256)."""
+    rng = np.random.default_rng(9)
+    x = cp.Variable(n, name="x")
+    A = cp.Parameter((m, n), name="A", value=rng.standard_normal((m, n)) / np.sqrt(n)
+                     + np.eye(m, n))
+    b = cp.Parameter(m, name="b", value=rng.standard_normal(m))
+    model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(x) + cp.sum(x)), {"row": A @ x == b})
+    sol = model.solve()
+    J = model.jacobian(of, wrt)
+    Av = A.value
+    K = np.block([[np.eye(n), Av.T], [Av, np.zeros((m, m))]])
+    if wrt == "b":  # dz/db = K⁻¹ [0; I]
+        ref = np.linalg.solve(K, np.vstack([np.zeros((n, m)), np.eye(m)]))[:n]
+    else:  # dz/dA = −K⁻¹ [I ⊗ νᵀ; xᵀ ⊗ I], columns in column-major vec(A)
+        nu, xv = sol.dual["row"], sol.primal["x"]
+        rhs = np.vstack([np.kron(np.eye(n), nu[None, :]), np.kron(xv[None, :], np.eye(m))])
+        ref = -np.linalg.solve(K, rhs)[:n]
+    np.testing.assert_allclose(J, ref, rtol=1e-9, atol=1e-11)
