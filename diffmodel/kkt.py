@@ -338,7 +338,7 @@ class KKTFactorization:
         z = solver.solve(rhs)
         if z.shape[0] == 0:
             return z, 0.0
-        scale = self.norm * float(np.abs(z).max()) + float(np.abs(rhs).max())
+        scale = float(self.norm * np.abs(z).max() + np.abs(rhs).max())
         if scale == 0.0:
             return z, 0.0
         res = rhs - K @ z

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cvxpy as cp
 import numpy as np
@@ -131,8 +132,7 @@ class _BatchState:
     shared_K: bool
 
 
-@dataclass(frozen=True)
-class _State:
+class _State(NamedTuple):
     """Everything derivatives need from the last successful solve."""
 
     theta: FloatArray
@@ -324,7 +324,7 @@ class Model:
                 if not isinstance(arr, np.ndarray) or arr.shape != block.shape:
                     arr = check_array(arr, block.shape, f"parameter '{name}'")
             theta[1 + block.offset: 1 + block.stop] = arr.ravel(order="F")
-        if not np.isfinite(theta).all():
+        if not np.isfinite(theta.sum()):  # cheap; a NaN or inf makes the sum non-finite
             for name, param, block, _ in self._param_slots:
                 check_array(theta[1 + block.offset: 1 + block.stop].reshape(block.shape, order="F"),
                             block.shape, f"parameter '{name}'")
@@ -392,13 +392,14 @@ class Model:
         if raw.factored:
             self._fact_theta = theta
         t2 = time.perf_counter()
-        x, nu = raw.x, raw.nu
-        z = np.concatenate([x, nu])
-        # At a KKT point P x = −q − Aᵀν and A x = b, so ½xᵀPx + qᵀx = ½(qᵀx − bᵀν).
+        z = raw.z
         n = maps.n
-        value = self._qp.sign * (
-            0.5 * float(f[:n] @ x + f[n:] @ nu) + float(maps.r(theta))
-        )
+        x, nu = z[:n], z[n:]
+        # At a KKT point P x = −q − Aᵀν and A x = b, so ½xᵀPx + qᵀx = ½(qᵀx − bᵀν) = ½ fᵀz.
+        value = 0.5 * float(f @ z)
+        if maps.r_index.shape[0]:
+            value += float(maps.r(theta))
+        value *= self._qp.sign
         primal: dict[str, FloatArray] = {}
         for vname, block in self._qp.variables.items():
             arr = x[block.offset: block.stop].reshape(block.shape, order="F")
@@ -422,7 +423,10 @@ class Model:
         """Whether K at θ̃ equals K at ``ref`` (its parameters are unchanged)."""
         if ref is None:
             return False
-        return all(np.array_equal(theta[s], ref[s]) for s in self._k_slices)
+        for s in self._k_slices:
+            if not np.array_equal(theta[s], ref[s]):
+                return False
+        return True
 
     @property
     def solution(self) -> Solution | None:
@@ -564,7 +568,7 @@ class Model:
         raw = backend.solve(kdata, maps.F.apply(theta), self._fact, k_changed)
         if raw.factored:
             self._fact_theta = theta
-        return np.concatenate([raw.x, raw.nu])
+        return raw.z
 
     def backward_batch(
         self,
@@ -690,7 +694,7 @@ class Model:
                     and value.shape == block.shape):
                 value = check_array(value, block.shape, f"{call}: {what}")
             g[shift + block.offset: shift + block.stop] = value.ravel(order="F")
-        if not np.isfinite(g).all():  # name the culprit
+        if not np.isfinite(g.sum()):  # name the culprit
             for what, _, block, _, value in given:
                 check_array(value, block.shape, f"{call}: {what}")
         return g

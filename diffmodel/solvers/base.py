@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,16 +19,15 @@ STATUS_NONCONVEX = "nonconvex"
 STATUS_ERROR = "solver_error"
 
 
-@dataclass(frozen=True)
-class RawSolution:
-    """What a backend returns: the stacked primal-dual point and diagnostics.
+class RawSolution(NamedTuple):
+    """What a backend returns: the stacked primal-dual point z = (x, ν) and diagnostics.
 
     ``factored`` is True when ``fact`` holds a factorization of K at this
-    solution's data, ready for derivatives.
+    solution's data, ready for derivatives. (A NamedTuple: this is on the
+    hot path of every solve.)
     """
 
-    x: NDArray[np.float64]
-    nu: NDArray[np.float64]
+    z: NDArray[np.float64]
     iterations: int
     residual: float
     factored: bool

@@ -130,4 +130,4 @@ class DirectKKT:
         if error is not None:
             raise error
         n = self.maps.n
-        return RawSolution(z[:n], z[n:], fact.refine_steps, residual, True)
+        return RawSolution(z, fact.refine_steps, residual, True)

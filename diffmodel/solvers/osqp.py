@@ -151,7 +151,7 @@ class OSQPBackend:
                 "too ill-conditioned for OSQP: try solver='kkt'",
                 STATUS_ERROR,
             )
-        return RawSolution(x, nu, int(result.info.iter), residual, factored)
+        return RawSolution(z, int(result.info.iter), residual, factored)
 
     def _reset(self) -> None:
         """Forget OSQP's state: after a failure its data may be stale."""
