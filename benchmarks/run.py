@@ -299,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="update the cells of an existing results.json instead of "
                              "replacing it (to rerun some tools or families)")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite results.md from an existing results.json")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "FAMILY", "OUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -307,6 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         tool, label, out = args.worker
         worker(tool, next(f for f in families if f.label == label), Path(out), budget)
+        return 0
+
+    if args.render:
+        out = args.out or HERE
+        saved = json.loads((out / "results.json").read_text())
+        (out / "results.md").write_text(markdown(saved["families"], saved["machine"],
+                                                 saved["quick"], saved.get("date")))
+        print(f"wrote {out / 'results.md'}")
         return 0
 
     from tools import TOOLS
@@ -387,11 +397,71 @@ def _summary(cell: dict[str, Any]) -> str:
             f"grad err {cell['grad_err']:.0e}")
 
 
-def markdown(report: list[dict[str, Any]], machine_text: str, quick: bool) -> str:
+def _cell(report: list[dict[str, Any]], family: str, tool: str) -> dict[str, Any] | None:
+    for fam in report:
+        if fam["family"] == family:
+            for row in fam["rows"]:
+                if row["tool"] == tool and row.get("status") == "ok":
+                    return row
+    return None
+
+
+def targets(report: list[dict[str, Any]]) -> list[str]:
+    """The performance targets, each with the measured ratio and a verdict."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def ratio(family: str, tool: str, phase: str, other: str, other_phase: str | None = None,
+              inverse: bool = False) -> float | None:
+        a, b = _cell(report, family, tool), _cell(report, family, other)
+        if a is None or b is None or phase not in a or (other_phase or phase) not in b:
+            return None
+        r = a[phase] / b[other_phase or phase]
+        return 1 / r if inverse else r
+
+    def add(text: str, value: float | None, ok: Callable[[float], bool], unit: str = "×") -> None:
+        if value is None:
+            rows.append((text, "not measured", None))
+        else:
+            rows.append((text, f"{value:.2f}{unit}", ok(value)))
+
+    for peer in ("CVXPY backward()", "cvxpylayers"):
+        add(f"n = 10: re-solve + backward ≥ 25× faster than {peer}",
+            ratio("dense n=10", "diffmodel", "resolve_backward", peer, inverse=True),
+            lambda v: v >= 25)
+    add("n = 10: re-solve + backward ≤ 2× OSQP + adjoint",
+        ratio("dense n=10", "diffmodel", "resolve_backward", "OSQP + adjoint"), lambda v: v <= 2)
+    add("n = 20000: re-solve + backward ≤ 1.3× the limit (QDLDL)",
+        ratio("banded n=20000", "diffmodel", "resolve_backward", "limit: qdldl"),
+        lambda v: v <= 1.3)
+    add("n = 20000: re-solve + backward vs SciPy splu (reference)",
+        ratio("banded n=20000", "diffmodel", "resolve_backward", "limit: splu"),
+        lambda v: v <= 1.3)
+    add("n = 20000: first solve (compile included) ≤ 3× the limit's first solve",
+        ratio("banded n=20000", "diffmodel", "first", "limit: qdldl"), lambda v: v <= 3)
+    add("n = 20000: peak memory ≤ 2× the limit's",
+        ratio("banded n=20000", "diffmodel", "peak_mib", "limit: qdldl"), lambda v: v <= 2)
+    fam = next((f["family"] for f in report if f["family"].startswith("matrix parameter")), "")
+    cell = _cell(report, fam, "diffmodel")
+    add(f"{fam}: first solve (compile included) ≤ 1 s",
+        cell["first"] if cell else None, lambda v: v <= 1.0, " s")
+    add(f"{fam}: first solve ≥ 10× faster than CVXPY",
+        ratio(fam, "diffmodel", "first", "CVXPY backward()", inverse=True), lambda v: v >= 10)
+    worst = max((r["grad_err"] for f in report for r in f["rows"]
+                 if r["tool"] == "diffmodel" and r.get("status") == "ok"), default=None)
+    add("gradient error ≤ 1e-10 relative (all families)", worst, lambda v: v <= 1e-10, "")
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for text, value, ok in rows:
+        verdict = "—" if ok is None else ("yes" if ok else "**no**")
+        lines.append(f"| {text} | {value} | {verdict} |")
+    return lines
+
+
+def markdown(report: list[dict[str, Any]], machine_text: str, quick: bool,
+             date: str | None = None) -> str:
     lines = [
         "# Benchmark results" + (" (quick)" if quick else ""),
         "",
-        f"Machine: {machine_text}. Date: {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {machine_text}. Date: {date or time.strftime('%Y-%m-%d')}.",
         "Command: `python benchmarks/run.py" + (" --quick" if quick else "") + "`.",
         "",
         "Times are medians after one warm-up. *first* = from problem data to the first",
@@ -400,6 +470,13 @@ def markdown(report: list[dict[str, Any]], machine_text: str, quick: bool) -> st
         f"(dense n × m; timed for m ≤ {JACOBIAN_MAX_M}). Errors are relative (2-norm) against an",
         "exact solve. Peak memory is the cell's resident high-water mark above its size before",
         "the problem was built, over the first solve, re-solves, backward and forward passes.",
+        "",
+        "## Targets",
+        "",
+        "Ratios are diffmodel's time over the other tool's (below 1: diffmodel is faster), or",
+        "the other tool's over diffmodel's where the target says \"faster than\".",
+        "",
+        *targets(report),
     ]
     for fam in report:
         rows = fam["rows"]

@@ -728,6 +728,20 @@ class ParametricQP:
     m_user: int
     lifted: list[str] = field(default_factory=list)
 
+    def layout(self) -> ParametricQP:
+        """A copy without the coefficient lists: names, blocks and sizes only.
+
+        The model keeps this after building its KKT maps, so that the lists
+        (several bytes per data entry) can be freed.
+        """
+        empty = Coo(*(np.zeros(0, dtype=_INT) for _ in range(3)), np.zeros(0))
+        return ParametricQP(
+            n=self.n, m=self.m, n_theta=self.n_theta, P=empty, q=empty, r=empty, A=empty,
+            b=empty, variables=self.variables, constraints=self.constraints,
+            parameters=self.parameters, sign=self.sign, n_user=self.n_user,
+            m_user=self.m_user, lifted=self.lifted,
+        )
+
 
 def _named(objs: list[cp.Expression], kind: str) -> dict[str, cp.Expression]:
     out: dict[str, cp.Expression] = {}

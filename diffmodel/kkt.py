@@ -180,6 +180,11 @@ class KKTMaps:
         return h
 
 
+def _index_dtype(size: int) -> type:
+    """The smallest integer type for indices below ``size`` (halves memory when it fits)."""
+    return np.int32 if size < 2**31 - 1 else np.int64
+
+
 def build_maps(qp: ParametricQP) -> KKTMaps:
     """Assemble the parametric KKT maps of a canonical QP."""
     n, m, N = qp.n, qp.m, qp.n + qp.m
@@ -192,8 +197,9 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
     vals = np.concatenate([qp.P.val, qp.A.val, np.zeros(N)])
     keys = cols * N + rows  # column-major order = CSC order
     ukeys, inverse = np.unique(keys, return_inverse=True)
-    u_rows = (ukeys % N).astype(np.int64)
-    u_cols = (ukeys // N).astype(np.int64)
+    idx = _index_dtype(N)
+    u_rows = (ukeys % N).astype(idx)
+    u_cols = (ukeys // N).astype(idx)
     nnz = ukeys.shape[0]
     Kmap = sp.csr_matrix((vals, (inverse, ps)), shape=(nnz, nt))
     Kmap.sum_duplicates()
@@ -242,8 +248,8 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
         dep=LinearMap(Kdep), dep_rows=u_rows[dep_pos], dep_cols=u_cols[dep_pos],
         dep_diag=np.flatnonzero(u_rows[dep_pos] == u_cols[dep_pos]),
         K_theta=K_theta.astype(np.int64), P_theta=P_theta.astype(np.int64),
-        full_indptr=full.indptr.astype(np.int64), full_indices=full.indices.astype(np.int64),
-        full_src=full.data.astype(np.int64) - 1, reg_sign=reg_sign,
+        full_indptr=full.indptr, full_indices=full.indices,
+        full_src=(full.data - 1).astype(_index_dtype(nnz)), reg_sign=reg_sign,
     )
 
 

@@ -229,12 +229,13 @@ class Model:
                 f"the name {name!r} is used by both a variable and a constraint; "
                 "names must be unique so that results can be looked up by name"
             )
-        self._qp: ParametricQP = qp
+        self._maps: KKTMaps = build_maps(qp)
+        self._qp: ParametricQP = qp.layout()  # the coefficient lists live on in the maps
+        del qp
         self._variables: dict[str, cp.Variable] = variables
         self._parameters: dict[str, cp.Parameter] = parameters
         self._constraints: dict[str, cp.Constraint] = cons
         self._solver_name = solver
-        self._maps: KKTMaps = build_maps(qp)
         self._fact = KKTFactorization(self._maps)
         self._backends: dict[str, Backend] = {}
         # θ̃ at the current factorization (None: no valid factorization). Only
@@ -245,7 +246,7 @@ class Model:
         self._kdata_theta: FloatArray | None = None
         # Per parameter: name, object, layout, and whether CVXPY attributes need checking.
         self._param_slots = [
-            (name, param, qp.parameters[name], has_checked_attributes(param))
+            (name, param, self._qp.parameters[name], has_checked_attributes(param))
             for name, param in parameters.items()
         ]
         self._state: _State | None = None
@@ -253,12 +254,12 @@ class Model:
         self._last_failure: str | None = None
         k_entries = self._maps.K_theta
         self._k_params = {
-            name for name, block in qp.parameters.items()
+            name for name, block in self._qp.parameters.items()
             if np.any((k_entries >= 1 + block.offset) & (k_entries < 1 + block.stop))
         }
         self._k_slices = [
             slice(1 + block.offset, 1 + block.stop)
-            for name, block in qp.parameters.items() if name in self._k_params
+            for name, block in self._qp.parameters.items() if name in self._k_params
         ]
 
     # ------------------------------------------------------------------ names
