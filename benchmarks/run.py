@@ -59,7 +59,7 @@ FULL = [
     Family("dense n=10", lambda: random_qp(10, 5, seed=1)),
     Family("dense n=50", lambda: random_qp(50, 25, seed=2)),
     Family("banded n=1000", lambda: banded_qp(1000)),
-    Family("banded n=5000", lambda: banded_qp(5000)),
+    Family("banded n=5000", lambda: banded_qp(5000), skip=("qpth",)),
     Family("banded n=20000", lambda: banded_qp(20000), skip=("qpth",)),
     Family("sparse random n=1000", lambda: random_qp(1000, 500, seed=3, density=0.003)),
     Family("matrix parameter A 200x1000", lambda: matrix_parameter_qp(200, 1000),
