@@ -156,13 +156,8 @@ def main():
     print(f"  total {dp.sum():.3f} MW (losses are priced, not supplied, so the "
           "generators cover exactly the extra MW)")
 
-    try:
-        text = str(model.sensitivity(labels=labels, top=8))
-    except ImportError as exc:  # the report module or an optional extra is missing
-        print(f"\n(no sensitivity report: {exc})")
-    else:
-        print("\nSensitivity report:\n")
-        print(text)
+    print("\nSensitivity report:\n")
+    print(model.sensitivity(labels=labels, top=8))
     return 0 if err < 1e-4 else 1
 
 

@@ -120,13 +120,8 @@ def main():
     print(f"∂(optimal utility)/∂mu = w (envelope theorem): "
           f"{np.allclose(grad['mu'], weights)}")
 
-    try:
-        text = str(model.sensitivity(labels=labels, top=8))
-    except ImportError as exc:  # the report module or an optional extra is missing
-        print(f"\n(no sensitivity report: {exc})")
-    else:
-        print("\nSensitivity report:\n")
-        print(text)
+    print("\nSensitivity report:\n")
+    print(model.sensitivity(labels=labels, top=8))
     return 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import diffmodel as dm
+from problems import full_row_rank, spd
 import diffmodel.canon
 import diffmodel.model
 
@@ -49,17 +50,6 @@ def rel_close(actual, expected, tol: float, what: str = "") -> None:
 # ---------------------------------------------------------------------------
 # Seeded families of well-posed QPs, each with its KKT residual written out
 # ---------------------------------------------------------------------------
-
-
-def full_row_rank(rng: np.random.Generator, m: int, n: int) -> np.ndarray:
-    U, _ = np.linalg.qr(rng.standard_normal((m, m)))
-    V, _ = np.linalg.qr(rng.standard_normal((n, m)))
-    return U @ np.diag(rng.uniform(1.0, 2.0, m)) @ V.T
-
-
-def spd(rng: np.random.Generator, n: int) -> np.ndarray:
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    return Q @ np.diag(rng.uniform(1.0, 4.0, n)) @ Q.T
 
 
 @dataclass

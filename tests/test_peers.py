@@ -27,21 +27,11 @@ import pytest
 import scipy.sparse as sp
 
 import diffmodel as dm
+from problems import full_row_rank, spd
 
 # ---------------------------------------------------------------------------
 # Seeded, well-posed DPP problems
 # ---------------------------------------------------------------------------
-
-
-def full_row_rank(rng: np.random.Generator, m: int, n: int) -> np.ndarray:
-    U, _ = np.linalg.qr(rng.standard_normal((m, m)))
-    V, _ = np.linalg.qr(rng.standard_normal((n, m)))
-    return U @ np.diag(rng.uniform(1.0, 2.0, m)) @ V.T
-
-
-def spd(rng: np.random.Generator, n: int) -> np.ndarray:
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    return Q @ np.diag(rng.uniform(1.0, 4.0, n)) @ Q.T
 
 
 @dataclass
