@@ -985,11 +985,10 @@ def _expand_quadratic(u: Affine, W: Affine, q_parts: list[Affine],
         coef[u.row] = u.val
         ci, cj = var[k_w], var[l_w]
         val = coef[k_w] * W.val * coef[l_w]
-        pi = np.concatenate([ci, cj])
-        pj = np.concatenate([cj, ci])
-        upper = pi <= pj
-        return (pi[upper], pj[upper], np.concatenate([W.p, W.p])[upper],
-                np.concatenate([val, val])[upper])
+        # W_kl contributes val at (i, j) and at (j, i): once to the upper
+        # triangle, or twice on the diagonal.
+        val[ci == cj] *= 2.0
+        return np.minimum(ci, cj), np.maximum(ci, cj), W.p, val
     xpart = u.take(u.v > 0)
     cpart = u.take(u.v == 0)
     # P: for each W entry (k, l), pair C[k, i] with C[l, j].
