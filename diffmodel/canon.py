@@ -78,6 +78,15 @@ def _describe(expr: object, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _zeros(size: int) -> IntArray:
+    """A read-only array of ``size`` zeros that takes no memory (zero stride).
+
+    Constants have parameter and variable index 0 in every entry; these
+    columns are only ever read, indexed or concatenated, never written.
+    """
+    return np.broadcast_to(np.zeros(1, dtype=_INT), (size,))
+
+
 def _size(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64)) if shape else 1
 
@@ -154,8 +163,8 @@ def _constant_affine(value: object, shape: tuple[int, ...]) -> Affine:
         data = vec[flat]
     if not np.all(np.isfinite(data)):
         raise ModelError("a constant in the model contains NaN or inf")
-    zeros = np.zeros(flat.shape[0], dtype=_INT)
-    return Affine(shape, flat, zeros, zeros.copy(), data)
+    zeros = _zeros(flat.shape[0])
+    return Affine(shape, flat, zeros, zeros, data)
 
 
 def _apply_linear(M: sp.csc_matrix, a: Affine, shape: tuple[int, ...]) -> Affine:
@@ -243,7 +252,7 @@ class _Walker:
         size = _size(shape)
         rows = np.arange(size, dtype=_INT)
         idx = offset + rows
-        zeros = np.zeros(size, dtype=_INT)
+        zeros = _zeros(size)
         if is_var:
             return Affine(shape, rows, zeros, idx, np.ones(size))
         return Affine(shape, rows, idx, zeros, np.ones(size))
@@ -975,20 +984,28 @@ def _expand_quadratic(u: Affine, W: Affine, q_parts: list[Affine],
     Returns the upper-triangular P entries (0-based variable indices).
     """
     N = u.size
-    k_w = W.row % N
-    l_w = W.row // N
     if _is_selection(u) and u.row.shape[0] == N:
-        # u_k = c_k x_{j(k)} (quad_form(x, Q), sum_squares(x), ...): no join needed.
-        var = np.empty(N, dtype=_INT)
+        # u_k = c_k x_{j(k)} (quad_form(x, Q), sum_squares(x), ...): no join
+        # needed. Temporaries are dropped early: this runs on every entry of
+        # a (possibly large) constant P, and sets the compile's peak memory.
+        var = np.empty(N, dtype=np.int32 if N < 2**31 - 1 else _INT)
         coef = np.empty(N)
         var[u.row] = u.v - 1
         coef[u.row] = u.val
-        ci, cj = var[k_w], var[l_w]
-        val = coef[k_w] * W.val * coef[l_w]
+        k = W.row % N
+        ci = var[k]
+        val = coef[k] * W.val
+        del k
+        l_ = W.row // N
+        cj = var[l_]
+        val *= coef[l_]
+        del l_
         # W_kl contributes val at (i, j) and at (j, i): once to the upper
         # triangle, or twice on the diagonal.
         val[ci == cj] *= 2.0
         return np.minimum(ci, cj), np.maximum(ci, cj), W.p, val
+    k_w = W.row % N
+    l_w = W.row // N
     xpart = u.take(u.v > 0)
     cpart = u.take(u.v == 0)
     # P: for each W entry (k, l), pair C[k, i] with C[l, j].
@@ -1040,9 +1057,12 @@ def _assemble(
     def cat(parts: list[IntArray] | list[FloatArray], dtype: type) -> NDArray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
+    # Indices in the smallest integer type that holds them (memory at compile).
+    var_t = np.int32 if n < 2**31 - 1 else _INT
+    par_t = np.int32 if n_theta < 2**31 - 2 else _INT
     P = Coo(
-        cat([t[0] for t in P_parts], _INT), cat([t[1] for t in P_parts], _INT),
-        cat([t[2] for t in P_parts], _INT), cat([t[3] for t in P_parts], float),
+        cat([t[0] for t in P_parts], var_t), cat([t[1] for t in P_parts], var_t),
+        cat([t[2] for t in P_parts], par_t), cat([t[3] for t in P_parts], float),
     )
     lin = Affine.concat((), linear, [0] * len(linear))
     has_x = lin.v > 0

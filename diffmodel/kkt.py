@@ -60,20 +60,18 @@ DENSE_LIMIT = 40_000
 class LinearMap:
     """A constant linear map y = M x with its adjoint x̄ = Mᵀ ȳ beside it.
 
-    Stored sparse (CSR for M and for Mᵀ), or dense when small, so that
-    applying it costs as little as possible either way.
+    Stored sparse (CSR for M and, built on first use, for Mᵀ), or dense when
+    small, so that applying it costs as little as possible either way.
     """
 
     def __init__(self, M: sp.spmatrix) -> None:
         self.matrix = sp.csr_matrix(M)
         self.shape = self.matrix.shape
-        if self.shape[0] * self.shape[1] <= DENSE_LIMIT:
-            dense = self.matrix.toarray()
-            self._fwd: FloatArray | sp.csr_matrix = dense
-            self._adj: FloatArray | sp.csr_matrix = np.ascontiguousarray(dense.T)
-        else:
-            self._fwd = self.matrix
-            self._adj = self.matrix.T.tocsr()
+        self._dense = self.shape[0] * self.shape[1] <= DENSE_LIMIT
+        self._fwd: FloatArray | sp.csr_matrix = (
+            self.matrix.toarray() if self._dense else self.matrix
+        )
+        self._adj: FloatArray | sp.csr_matrix | None = None
 
     def apply(self, x: FloatArray) -> FloatArray:
         """M x."""
@@ -81,6 +79,9 @@ class LinearMap:
 
     def apply_adjoint(self, y: FloatArray) -> FloatArray:
         """Mᵀ y."""
+        if self._adj is None:
+            self._adj = (np.ascontiguousarray(self._fwd.T) if self._dense
+                         else self.matrix.T.tocsr())
         return self._adj @ y
 
 
@@ -114,9 +115,6 @@ class KKTMaps:
         the previous factorization is still valid.
     P_theta : ndarray
         Indices of θ̃ that the P block depends on.
-    full_indptr, full_indices, full_src : ndarray
-        Pattern of the full symmetric K in CSR form, with ``full_src`` the
-        upper-pattern position of each entry, for products K z.
     reg_sign : ndarray
         +1 on the primal and −1 on the dual diagonal (the regularization).
     """
@@ -138,9 +136,6 @@ class KKTMaps:
     dep_diag: IntArray
     K_theta: IntArray
     P_theta: IntArray
-    full_indptr: IntArray
-    full_indices: IntArray
-    full_src: IntArray
     reg_sign: FloatArray
 
     @property
@@ -185,29 +180,69 @@ def _index_dtype(size: int) -> type:
     return np.int32 if size < 2**31 - 1 else np.int64
 
 
+def _unique_inverse(keys: IntArray) -> tuple[IntArray, IntArray]:
+    """``np.unique(keys, return_inverse=True)`` with a 32-bit inverse when it fits.
+
+    Written out to keep fewer 64-bit temporaries alive: this runs on every
+    entry of K at compile time, where it sets the peak memory.
+    """
+    perm = np.argsort(keys, kind="stable")
+    ordered = keys[perm]
+    first = np.empty(ordered.shape[0], dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    unique = ordered[first]
+    del ordered
+    rank = np.cumsum(first, dtype=_index_dtype(unique.shape[0] + 1))
+    rank -= 1
+    del first
+    inverse = np.empty(keys.shape[0], dtype=rank.dtype)
+    inverse[perm] = rank
+    return unique, inverse
+
+
 def build_maps(qp: ParametricQP) -> KKTMaps:
     """Assemble the parametric KKT maps of a canonical QP."""
     n, m, N = qp.n, qp.m, qp.n + qp.m
     nt = qp.n_theta + 1
     diag = np.arange(N, dtype=np.int64)
     # Upper triangle of K: P (i <= j), Aᵀ at (j, n + i), explicit diagonal.
-    rows = np.concatenate([qp.P.i, qp.A.j, diag])
-    cols = np.concatenate([qp.P.j, n + qp.A.i, diag])
-    ps = np.concatenate([qp.P.p, qp.A.p, np.zeros(N, dtype=np.int64)])
+    # Keys in column-major (CSC) order, built in place in 64 bits.
+    keys = np.concatenate([qp.P.j, n + qp.A.i, diag]).astype(np.int64)
+    keys *= N
+    keys += np.concatenate([qp.P.i, qp.A.j, diag])
+    ps = np.concatenate([qp.P.p, qp.A.p, np.zeros(N, dtype=qp.P.p.dtype)])
     vals = np.concatenate([qp.P.val, qp.A.val, np.zeros(N)])
-    keys = cols * N + rows  # column-major order = CSC order
-    ukeys, inverse = np.unique(keys, return_inverse=True)
+    ukeys, inverse = _unique_inverse(keys)
+    del keys  # large inputs are freed as soon as they are used (peak memory)
     idx = _index_dtype(N)
     u_rows = (ukeys % N).astype(idx)
     u_cols = (ukeys // N).astype(idx)
     nnz = ukeys.shape[0]
+    diag_pos = np.searchsorted(ukeys, diag * N + diag)
+    del ukeys
     Kmap = sp.csr_matrix((vals, (inverse, ps)), shape=(nnz, nt))
     Kmap.sum_duplicates()
     Kmap.eliminate_zeros()
     indptr = np.zeros(N + 1, dtype=np.int64)
     np.add.at(indptr, u_cols + 1, 1)
     indptr = np.cumsum(indptr)
-    diag_pos = np.searchsorted(ukeys, diag * N + diag)
+
+    # Parameters K depends on, and the entries of K that depend on θ: only
+    # these enter derivatives through dK.
+    has_p = ps > 0
+    K_theta = np.unique(ps[has_p])
+    entry_P = np.zeros(ps.shape[0], dtype=bool)
+    entry_P[: qp.P.p.shape[0]] = True
+    P_theta = np.unique(ps[has_p & entry_P])
+    del entry_P
+    dep_pos = np.unique(inverse[has_p])
+    Kdep = sp.csr_matrix(
+        (vals[has_p], (np.searchsorted(dep_pos, inverse[has_p]), ps[has_p])),
+        shape=(dep_pos.shape[0], nt),
+    )
+    Kdep.sum_duplicates()
+    del vals, ps, inverse, has_p
 
     Fmap = sp.csr_matrix(
         (np.concatenate([qp.q.val, -qp.b.val]),
@@ -218,28 +253,6 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
     r_index, r_inverse = np.unique(qp.r.p, return_inverse=True)
     r_value = np.bincount(r_inverse, qp.r.val, minlength=r_index.shape[0])
 
-    # Parameters K depends on, and the entries of K that depend on θ: only
-    # these enter derivatives through dK.
-    has_p = ps > 0
-    K_theta = np.unique(ps[has_p])
-    entry_P = np.zeros(ps.shape[0], dtype=bool)
-    entry_P[: qp.P.p.shape[0]] = True
-    P_theta = np.unique(ps[has_p & entry_P])
-    dep_pos = np.unique(inverse[has_p])
-    Kdep = sp.csr_matrix(
-        (vals[has_p], (np.searchsorted(dep_pos, inverse[has_p]), ps[has_p])),
-        shape=(dep_pos.shape[0], nt),
-    )
-    Kdep.sum_duplicates()
-
-    # Full symmetric pattern (CSR) for matrix-vector products with K; the
-    # data of each entry is its position in the upper pattern (plus one).
-    off = u_rows != u_cols
-    f_rows = np.concatenate([u_rows, u_cols[off]])
-    f_cols = np.concatenate([u_cols, u_rows[off]])
-    f_src = np.concatenate([np.arange(nnz), np.flatnonzero(off)])
-    full = sp.csr_matrix((f_src + 1.0, (f_rows, f_cols)), shape=(N, N))
-    full.sort_indices()
     reg_sign = np.concatenate([np.ones(n), -np.ones(m)])
     return KKTMaps(
         n=n, m=m, indptr=indptr, indices=u_rows, K=LinearMap(Kmap), F=LinearMap(Fmap),
@@ -248,9 +261,28 @@ def build_maps(qp: ParametricQP) -> KKTMaps:
         dep=LinearMap(Kdep), dep_rows=u_rows[dep_pos], dep_cols=u_cols[dep_pos],
         dep_diag=np.flatnonzero(u_rows[dep_pos] == u_cols[dep_pos]),
         K_theta=K_theta.astype(np.int64), P_theta=P_theta.astype(np.int64),
-        full_indptr=full.indptr, full_indices=full.indices,
-        full_src=(full.data - 1).astype(_index_dtype(nnz)), reg_sign=reg_sign,
+        reg_sign=reg_sign,
     )
+
+
+def _full_pattern(maps: KKTMaps) -> tuple[IntArray, IntArray, IntArray]:
+    """CSR pattern of the full symmetric K and, per entry, its upper-pattern position.
+
+    Built on the first factorization rather than with the maps, so that it
+    does not add to the peak memory of compiling the model.
+    """
+    rows, cols = maps.rows, maps.cols
+    nnz = rows.shape[0]
+    src_dtype = _index_dtype(nnz)
+    off = np.flatnonzero(rows != cols).astype(src_dtype)
+    position = np.concatenate([np.arange(1, nnz + 1, dtype=src_dtype), off + 1])
+    full = sp.csr_matrix(
+        (position.astype(np.float32 if nnz < 2**24 else np.float64),
+         (np.concatenate([rows, cols[off]]), np.concatenate([cols, rows[off]]))),
+        shape=(maps.dim, maps.dim),
+    )
+    full.sort_indices()
+    return full.indptr, full.indices, full.data.astype(src_dtype) - 1
 
 
 class KKTFactorization:
@@ -274,7 +306,7 @@ class KKTFactorization:
         self._solver: qdldl.Solver | None = None
         self._kdata: FloatArray | None = None
         self._K: sp.csr_matrix | FloatArray | None = None
-        self._upper: sp.csc_matrix | None = None
+        self._full: tuple[IntArray, IntArray, IntArray] | None = None
         self.inertia: tuple[int, int] | None = None
         self.refine_steps = 0
         self._sigma_min: float | None = None
@@ -306,24 +338,23 @@ class KKTFactorization:
         self.delta = REGULARIZATION * self.norm
         reg = kdata.copy()
         reg[mp.diag_pos] += self.delta * mp.reg_sign
-        if self._upper is None:
-            self._upper = sp.csc_matrix((reg, mp.indices, mp.indptr), shape=(mp.dim, mp.dim))
-        else:
-            self._upper.data = reg
+        # The pattern arrays are shared, not copied; reg is freed after factoring.
+        upper = sp.csc_matrix((reg, mp.indices, mp.indptr), shape=(mp.dim, mp.dim))
         try:
             if self._solver is None:
-                self._solver = qdldl.Solver(self._upper, upper=True)
+                self._solver = qdldl.Solver(upper, upper=True)
             else:
-                self._solver.update(self._upper, upper=True)
+                self._solver.update(upper, upper=True)
         except (RuntimeError, ValueError) as exc:
             self._solver = None
             self._kdata = None
             raise ArithmeticError(str(exc)) from exc
         self._kdata = kdata
         self.count += 1
-        K = sp.csr_matrix(
-            (kdata[mp.full_src], mp.full_indices, mp.full_indptr), shape=(mp.dim, mp.dim)
-        )
+        if self._full is None:
+            self._full = _full_pattern(mp)
+        indptr, indices, src = self._full
+        K = sp.csr_matrix((kdata[src], indices, indptr), shape=(mp.dim, mp.dim))
         self._K = K.toarray() if mp.dim * mp.dim <= DENSE_LIMIT else K
         self._sigma_min = None
         self.inertia = None
