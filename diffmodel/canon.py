@@ -866,7 +866,6 @@ def canonicalize(
 
     # Quadratic terms: expand into P or lift.
     P_parts: list[tuple[IntArray, IntArray, IntArray, FloatArray]] = []
-    q_parts: list[Affine] = []
     n = n_user
     lifted: list[str] = []
     for term in quads:
@@ -885,7 +884,7 @@ def canonicalize(
             n += N
             lifted.append(term.source)
             u = y
-        P_parts.append(_expand_quadratic(u, W, q_parts, linear))
+        P_parts.append(_expand_quadratic(u, W, linear))
 
     qp = _assemble(
         n, m, poff, P_parts, linear, rows, row_offsets, var_blocks, con_blocks,
@@ -976,7 +975,7 @@ def _is_selection(u: Affine) -> bool:
     return bool(np.bincount(u.row, minlength=u.size).max(initial=0) <= 1)
 
 
-def _expand_quadratic(u: Affine, W: Affine, q_parts: list[Affine],
+def _expand_quadratic(u: Affine, W: Affine,
                       linear: list[Affine]) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
     """P, q and r entries of ``uᵀ W u`` for u free of θ.
 
@@ -1042,7 +1041,6 @@ def _expand_quadratic(u: Affine, W: Affine, q_parts: list[Affine],
             cpart.val[ia][iwb] * W.val[ww] * cpart.val[ib],
         ))
         linear.extend(lin_rows)
-    del q_parts
     return pi[upper], pj[upper], pp[upper], pv[upper]
 
 

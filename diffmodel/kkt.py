@@ -304,7 +304,6 @@ class KKTFactorization:
     def __init__(self, maps: KKTMaps) -> None:
         self.maps = maps
         self._solver: qdldl.Solver | None = None
-        self._kdata: FloatArray | None = None
         self._K: sp.csr_matrix | FloatArray | None = None
         self._full: tuple[IntArray, IntArray, IntArray] | None = None
         self.inertia: tuple[int, int] | None = None
@@ -347,9 +346,7 @@ class KKTFactorization:
                 self._solver.update(upper, upper=True)
         except (RuntimeError, ValueError) as exc:
             self._solver = None
-            self._kdata = None
             raise ArithmeticError(str(exc)) from exc
-        self._kdata = kdata
         self.count += 1
         if self._full is None:
             self._full = _full_pattern(mp)
