@@ -11,7 +11,10 @@ Each tool is a class with the same four steps, timed by the runner:
 
 ``values`` and the returned gradients are dicts by parameter name (q, b and,
 for the matrix-parameter family, A). A tool that is not installed raises
-ImportError at construction and its rows are skipped.
+ImportError at construction and its rows are skipped. Tools with
+``peer = True`` are other projects' implementations: a failure of theirs is
+theirs (tests/test_benchmarks.py skips it with a reason), while diffmodel's
+tools and the bare limits must always run and agree.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ Values = dict[str, np.ndarray]
 
 class Tool:
     name = "tool"
+    peer = False
     has_forward = False
     has_jacobian = False
 
@@ -142,9 +146,7 @@ class BareQDLDL(_Bare):
     def _factor(self, K: sp.csc_matrix) -> None:
         import qdldl
 
-        from diffmodel.kkt import REGULARIZATION
-
-        delta = REGULARIZATION * abs(K).max()
+        delta = 1e-9 * abs(K).max()  # the static regularization of a bare quasi-definite LDLᵀ
         reg = sp.diags(np.concatenate([np.full(self.n, delta), np.full(self.m, -delta)]))
         self.solver = qdldl.Solver(sp.triu(K + reg, format="csc"), upper=True)
 
@@ -180,6 +182,7 @@ class OSQPAdjoint(Tool):
     """OSQP 1.x (direct linear solver) and its adjoint derivative."""
 
     name = "OSQP + adjoint"
+    peer = True
 
     def __init__(self, data: QPData, params: tuple[str, ...]) -> None:
         import osqp  # noqa: F401
@@ -233,6 +236,7 @@ class CVXPYBackward(Tool):
     """CVXPY ``solve(requires_grad=True)`` + ``backward()`` (diffcp, default solver)."""
 
     name = "CVXPY backward()"
+    peer = True
     has_forward = True
 
     def __init__(self, data: QPData, params: tuple[str, ...]) -> None:
@@ -266,6 +270,7 @@ class CvxpyLayers(Tool):
     """cvxpylayers' CvxpyLayer on PyTorch (CPU, float64)."""
 
     name = "cvxpylayers"
+    peer = True
 
     def __init__(self, data: QPData, params: tuple[str, ...]) -> None:
         import cvxpylayers.torch  # noqa: F401
@@ -305,6 +310,7 @@ class Qpth(Tool):
     """
 
     name = "qpth"
+    peer = True
 
     def __init__(self, data: QPData, params: tuple[str, ...]) -> None:
         import qpth  # noqa: F401

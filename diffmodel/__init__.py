@@ -14,9 +14,11 @@ See the documentation in ``docs/`` for the mathematics and conventions.
 from __future__ import annotations
 
 from .check import GradientCheck, GradientCheckRow, check_gradients
-from .errors import DerivativeError, DiffModelError, ModelError, NotSolvedError, SolverError
-from .model import BatchSolution, Model, Solution
-from .report import Prediction, SensitivityReport, Sweep
+from .errors import (
+    AccuracyWarning, DerivativeError, DiffModelError, ModelError, NotSolvedError, SolverError,
+)
+from .model import Model
+from .solution import BatchSolution, Solution
 
 __all__ = [
     "Model",
@@ -25,14 +27,12 @@ __all__ = [
     "check_gradients",
     "GradientCheck",
     "GradientCheckRow",
-    "SensitivityReport",
-    "Prediction",
-    "Sweep",
     "DiffModelError",
     "ModelError",
     "SolverError",
     "DerivativeError",
     "NotSolvedError",
+    "AccuracyWarning",
     "__version__",
 ]
 

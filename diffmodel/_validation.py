@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import ModelError
 
-__all__ = ["check_array", "check_names", "check_parameter_value", "has_checked_attributes"]
+__all__ = ["ParamSpec", "check_array", "check_names", "check_parameter_value"]
 
-# Parameter attributes whose validity CVXPY checks on assignment.
-_CHECKED_ATTRS = ("nonneg", "nonpos", "pos", "neg", "PSD", "NSD", "symmetric",
-                  "diag", "boolean", "integer", "bounds")
+FloatArray = NDArray[np.float64]
+
+#: Relative tolerance of the symmetry and semidefiniteness checks of values.
+_ATTR_TOL = 1e-10
 
 
-def check_array(value: ArrayLike, shape: tuple[int, ...], what: str) -> NDArray[np.float64]:
+@dataclass(frozen=True)
+class ParamSpec:
+    """What validating a parameter's value needs: its name, shape and attributes.
+
+    ``attributes`` holds the CVXPY attributes that restrict values and are
+    set (``nonneg``, ``PSD``, ``symmetric``, ``diag``, ``bounds`` ...).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    attributes: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def strict(self) -> bool:
+        return bool(self.attributes)
+
+    def attribute(self, key: str) -> object:
+        return dict(self.attributes).get(key)
+
+
+def check_array(value: ArrayLike, shape: tuple[int, ...], what: str) -> FloatArray:
     """Convert ``value`` to a float array of ``shape`` with finite entries.
 
     Parameters
@@ -40,15 +61,14 @@ def check_array(value: ArrayLike, shape: tuple[int, ...], what: str) -> NDArray[
         raise ModelError(f"{what}: no value (got None); expected an array of shape {shape}")
     try:
         raw = np.asarray(value)
-    except ValueError as exc:  # ragged nested sequences
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged or exotic sequences
         raise ModelError(f"{what}: expected a numeric array of shape {shape}: {exc}") from None
     if np.iscomplexobj(raw):
         raise ModelError(f"{what}: complex values are not supported")
     if raw.dtype.kind not in "biuf":
         raise ModelError(
             f"{what}: expected a numeric array of shape {shape}, got values of type "
-            f"{raw.dtype} ({type(value).__name__})"
-        )
+            f"{raw.dtype} ({type(value).__name__})")
     arr = raw.astype(np.float64, copy=False)
     if arr.shape != shape:
         squeezed = tuple(d for d in arr.shape if d != 1)
@@ -58,26 +78,58 @@ def check_array(value: ArrayLike, shape: tuple[int, ...], what: str) -> NDArray[
             raise ModelError(f"{what}: expected shape {shape}, got {arr.shape}")
     if not np.isfinite(arr).all():
         bad = "NaN" if np.isnan(arr).any() else "inf"
-        where = np.argwhere(~np.isfinite(arr))[0]
-        index = tuple(int(i) for i in where)
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise ModelError(f"{what}: value contains {bad} (first at index {index})")
     return arr
 
 
-def check_parameter_value(param: cp.Parameter, name: str, value: ArrayLike) -> NDArray[np.float64]:
-    """Validate a parameter value, including the attributes it was declared with."""
-    arr = check_array(value, tuple(param.shape), f"parameter '{name}'")
-    if has_checked_attributes(param):
-        try:
-            param._validate_value(arr)  # CVXPY's own check of nonneg, PSD, ...
-        except ValueError as exc:
-            raise ModelError(f"parameter '{name}': {exc}") from None
+def check_parameter_value(spec: ParamSpec, value: ArrayLike, what: str | None = None
+                          ) -> FloatArray:
+    """Validate a parameter value: shape, finiteness and declared attributes."""
+    label = what or f"parameter '{spec.name}'"
+    arr = check_array(value, spec.shape, label)
+    if spec.strict:
+        _check_attributes(spec, arr, label)
     return arr
 
 
-def has_checked_attributes(param: cp.Parameter) -> bool:
-    """Whether CVXPY must validate values of ``param`` (nonneg, PSD, ...)."""
-    return any(param.attributes.get(attr) for attr in _CHECKED_ATTRS)
+def _check_attributes(spec: ParamSpec, arr: FloatArray, label: str) -> None:
+    """Raise a ModelError if ``arr`` breaks an attribute the parameter was declared with."""
+    attr = spec.attribute
+    scale = float(np.max(np.abs(arr), initial=0.0))
+    signs = (("nonneg", arr < 0, "nonnegative"), ("pos", arr <= 0, "positive"),
+             ("nonpos", arr > 0, "nonpositive"), ("neg", arr >= 0, "negative"))
+    for key, bad, word in signs:
+        if attr(key) and bad.any():
+            raise ModelError(f"{label}: declared {key}=True, but the value is not {word} "
+                             f"(first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
+    if (attr("boolean") or attr("integer")) and np.any(arr != np.round(arr)):
+        raise ModelError(f"{label}: declared integer, but the value has a fractional entry")
+    if attr("boolean") and np.any((arr != 0) & (arr != 1)):
+        raise ModelError(f"{label}: declared boolean, but the value has an entry other than "
+                         "0 or 1")
+    bounds = attr("bounds")
+    if bounds is not None:
+        low, high = (np.broadcast_to(np.asarray(b, dtype=float), arr.shape)
+                     if b is not None else None for b in bounds)  # type: ignore[union-attr]
+        if (low is not None and np.any(arr < low)) or (high is not None and np.any(arr > high)):
+            raise ModelError(f"{label}: the value lies outside the declared bounds")
+    if arr.ndim == 2 and any(attr(k) for k in ("symmetric", "PSD", "NSD", "diag")):
+        if attr("diag") and np.any(arr - np.diag(np.diag(arr))):
+            raise ModelError(f"{label}: declared diag=True, but the value has off-diagonal "
+                             "entries")
+        if np.max(np.abs(arr - arr.T), initial=0.0) > _ATTR_TOL * max(scale, 1e-300):
+            raise ModelError(f"{label}: declared symmetric (or PSD/NSD), but the value is not "
+                             "symmetric")
+        if attr("PSD") or attr("NSD"):
+            low_eig = np.linalg.eigvalsh(0.5 * (arr + arr.T))
+            sign = 1.0 if attr("PSD") else -1.0
+            worst = float(np.min(sign * low_eig, initial=0.0))
+            if worst < -_ATTR_TOL * max(scale, 1e-300):
+                kind = "positive" if attr("PSD") else "negative"
+                raise ModelError(
+                    f"{label}: declared {'PSD' if attr('PSD') else 'NSD'}=True, but the value "
+                    f"is not {kind} semidefinite (eigenvalue {sign * worst:.3g})")
 
 
 def check_names(given: Iterable[str], known: Mapping[str, object], kind: str,
@@ -86,6 +138,5 @@ def check_names(given: Iterable[str], known: Mapping[str, object], kind: str,
     for name in given:
         if name not in known:
             choices = ", ".join(repr(k) for k in known) or "none"
-            raise ModelError(
-                f"{call}: unknown {kind} name {name!r} (the model's {kind}s: {choices})"
-            )
+            raise ModelError(f"{call}: unknown {kind} name {name!r} (the model's {kind}s: "
+                             f"{choices})")

@@ -1,155 +1,243 @@
-"""Forward and reverse derivatives of the KKT solution by implicit differentiation.
+"""Forward and reverse derivatives of a verified optimal point (the only implementation).
 
-At the optimum, F(z, θ) = K(θ) z + f(θ) = 0 with z = (x, ν), K and f as in
-:mod:`diffmodel.kkt`. By the implicit function theorem
+At an optimal point with the rows R of M = [A; G] in the KKT system (all
+equalities and the active inequalities), the optimality conditions are
 
-    dz/dθ = −K⁻¹ ∂F/∂θ,    ∂F/∂θ_k = (∂K/∂θ_k) z + ∂f/∂θ_k.
+    F(x, y_R; θ) = ( P x + q + M_Rᵀ y_R ,  M_R x − c_R ) = 0,
 
-Forward mode (JVP) solves one system per direction:
-dz = −K⁻¹ (dK z + df) with dk = Kmap dθ̃, df = Fmap dθ̃.
+and K = ∂F/∂(x, y_R) = [[P, M_Rᵀ], [M_R, 0]] is the matrix the point's
+factorization holds. By the implicit function theorem
 
-Reverse mode (VJP) solves one adjoint system ω = K⁻ᵀ g = K⁻¹ g for the loss
-gradient g = ∂ℓ/∂z, then contracts: dℓ/dθ̃ = −(∂F/∂θ̃)ᵀ ω
-= −(Kmapᵀ h + Fmapᵀ ω), where h_e = ∂(ωᵀ K z)/∂k_e is, for the pattern entry
-e = (r, c) of the upper triangle, ω_r z_c + ω_c z_r (r ≠ c) or ω_r z_r (r = c).
+    d(x, y_R)/dθ = −K⁻¹ ∂F/∂θ.
 
-Every function here works in the stacked spaces (z, θ̃); naming and shaping
-happen in :mod:`diffmodel.model`.
+Forward mode (JVP) solves one system per direction dθ̃:
+dz = −K⁻¹ (dP x + dq + dM_Rᵀ y_R,  dM_R x − dc_R).
+Reverse mode (VJP) solves one adjoint system ω = K⁻ᵀ ḡ = K⁻¹ ḡ (K is
+symmetric) for the loss gradient ḡ = ∂ℓ/∂(x, y_R), then contracts:
+dℓ/dθ̃ = −(∂F/∂θ̃)ᵀ ω, where, entry by entry of the data,
+
+    ∂(ωᵀF)/∂P_ij = ω_i x_j + ω_j x_i  (i < j),  ω_i x_i  (i = j),
+    ∂(ωᵀF)/∂q = ω_x,   ∂(ωᵀF)/∂M_rj = ω_x,j y_r + ω_y,r x_j,   ∂(ωᵀF)/∂c = −ω_y,
+
+each pulled back to θ̃ through the adjoint of its map. Only the entries of P
+and M that depend on θ are touched. Every function takes vectors or blocks
+of columns (batches and Jacobians); rows not in R have zero multiplier and
+zero derivative.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from .compiled import CompiledProblem, LinearMap
 from .errors import DerivativeError
-from .kkt import KKTFactorization, KKTMaps
+from .linalg import Factorization
+from .point import Point
+from .tolerances import BACKWARD_TOL
 
-__all__ = ["tangent", "adjoint", "check_solved", "objective_gradient", "dF_dtheta",
-           "jacobian_block", "JACOBIAN_CHUNK", "DERIV_TOL", "SINGULAR_TOL"]
+__all__ = ["tangent", "adjoint", "adjoint_block", "objective_gradient", "jacobian",
+           "check_differentiable", "JACOBIAN_CHUNK"]
 
 FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
 
-#: A derivative solve whose relative residual exceeds this is reported as failed.
-DERIV_TOL = 1e-8
-#: K is treated as singular when σ_min(K) / max|K_ij| is below this.
-SINGULAR_TOL = 1e-12
+#: Right-hand sides per block in :func:`jacobian` (bounds its working memory).
+JACOBIAN_CHUNK = 256
 
 
-def check_solved(fact: KKTFactorization, residual: float) -> None:
-    """Raise DerivativeError if K is singular or a derivative solve failed."""
-    if fact.sigma_min() < SINGULAR_TOL:
+def check_differentiable(point: Point, call: str) -> None:
+    """Raise DerivativeError if the point's solution is not unique."""
+    if not point.raw.unique:
         raise DerivativeError(
-            "the KKT matrix is singular at this solution (estimated smallest "
-            f"singular value {fact.sigma_min():.1e} relative to its largest entry), so "
-            "the solution is not a differentiable function of the parameters: "
-            "look for redundant or linearly dependent equality constraints, or an "
-            "objective that is flat along a feasible direction"
-        )
-    if not residual <= DERIV_TOL:
+            f"{call}: the KKT matrix is singular at this solution (estimated condition "
+            "number beyond 1e14 after equilibration), so the solution is not a unique, "
+            "differentiable function of the parameters: look for redundant or linearly "
+            "dependent constraints, or an objective that is flat along a feasible direction")
+
+
+def _check_solve(omega: float | FloatArray, call: str) -> None:
+    worst = float(np.max(omega, initial=0.0))
+    if not worst <= BACKWARD_TOL:
         raise DerivativeError(
-            f"the derivative system could not be solved accurately (relative "
-            f"residual {residual:.1e}); the KKT matrix is too ill-conditioned"
-        )
+            f"{call}: the derivative system could not be solved to working accuracy "
+            f"(componentwise backward error {worst:.1e} after refinement)")
 
 
-def tangent(fact: KKTFactorization, z: FloatArray, dtheta: FloatArray) -> FloatArray:
-    """Forward mode: dz = −K⁻¹ (dK z + df) for a direction dθ̃ (dθ̃[0] = 0).
+def _dF_times(problem: CompiledProblem, x: FloatArray, y: FloatArray,
+              dtheta: FloatArray | None, columns: IntArray | None = None
+              ) -> tuple[FloatArray, FloatArray]:
+    """∂F/∂θ̃ · dθ̃ as (stationarity part (n, …), all-rows part (m, …)).
+
+    With ``columns`` instead of dθ̃: the columns of ∂F/∂θ̃ for those entries
+    of θ̃ (one-hot directions, never formed), as blocks.
+    """
+    P, M = problem.P, problem.M
+
+    def apply(lmap: LinearMap) -> FloatArray:
+        return lmap.columns(columns) if columns is not None else lmap.apply(dtheta)
+
+    gx = apply(problem.q.map)
+    gr = -apply(problem.c.map)
+    if P.dep.shape[0]:
+        half = apply(P.dep_map)
+        half[P.dep_diag] *= 0.5
+        i, j = P.dep_row, P.dep_col
+        gx = gx + _scatter(i, half * _rows(x, j), gx.shape) + _scatter(j, half * _rows(x, i),
+                                                                        gx.shape)
+    if M.dep.shape[0]:
+        dM = apply(M.dep_map)
+        r, j = M.dep_row, M.dep_col
+        gx = gx + _scatter(j, dM * _rows(y, r), gx.shape)
+        gr = gr + _scatter(r, dM * _rows(x, j), gr.shape)
+    return gx, gr
+
+
+def _dF_adjoint(problem: CompiledProblem, x: FloatArray, y: FloatArray,
+                wx: FloatArray, wy: FloatArray, columns: IntArray | None = None
+                ) -> FloatArray:
+    """(∂F/∂θ̃)ᵀ (wx, wy) for multipliers wy over all rows (zero off R).
+
+    With ``columns``: only those entries of the result.
+    """
+    P, M = problem.P, problem.M
+
+    def pull(lmap: LinearMap, w: FloatArray) -> FloatArray:
+        return lmap.adjoint_rows(w, columns) if columns is not None else lmap.apply_adjoint(w)
+
+    grad = pull(problem.q.map, wx) - pull(problem.c.map, wy)
+    if P.dep.shape[0]:
+        i, j = P.dep_row, P.dep_col
+        h = _rows(wx, i) * _rows(x, j) + _rows(wx, j) * _rows(x, i)
+        h[P.dep_diag] *= 0.5
+        grad += pull(P.dep_map, h)
+    if M.dep.shape[0]:
+        r, j = M.dep_row, M.dep_col
+        grad += pull(M.dep_map, _rows(wx, j) * _rows(y, r) + _rows(wy, r) * _rows(x, j))
+    return np.asarray(grad)
+
+
+def _rows(v: FloatArray, idx: IntArray) -> FloatArray:
+    return v[idx]
+
+
+def _scatter(idx: IntArray, values: FloatArray, shape: tuple[int, ...]) -> FloatArray:
+    """out[idx[e]] += values[e] (per column for blocks)."""
+    if values.ndim == 1:
+        return np.bincount(idx, values, minlength=shape[0])
+    out = np.zeros(shape)
+    np.add.at(out, idx, values)
+    return out
+
+
+def tangent(point: Point, dtheta: FloatArray, call: str = "derivative()"
+            ) -> tuple[FloatArray, FloatArray]:
+    """Forward mode: (dx, dy) along dθ̃ (dθ̃[0] = 0); dy covers all rows of M.
 
     Raises
     ------
     DerivativeError
-        If K is singular (the derivative does not exist).
+        If the solution is not unique or the solve is not accurate.
     """
-    maps = fact.maps
-    rhs = -(maps.dK_times(maps.dep.apply(dtheta), z) + maps.F.apply(dtheta))
-    dz, residual = fact.solve(rhs)
-    check_solved(fact, residual)
-    return dz
+    check_differentiable(point, call)
+    problem, rows, n = point.problem, point.rows, point.problem.n
+    gx, gr = _dF_times(problem, point.x, point.y, dtheta)
+    dz, omega, _, _ = point.factorization.solve(-np.concatenate([gx, gr[rows]]))
+    _check_solve(omega, call)
+    dy = np.zeros(gr.shape[0])
+    dy[rows] = dz[n:]
+    return dz[:n], dy
 
 
-def adjoint(fact: KKTFactorization, z: FloatArray, g: FloatArray) -> FloatArray:
-    """Reverse mode: dℓ/dθ̃ = −(∂F/∂θ̃)ᵀ K⁻ᵀ g for g = ∂ℓ/∂z.
+def adjoint(point: Point, gx: FloatArray, gy: FloatArray, call: str = "backward()"
+            ) -> FloatArray:
+    """Reverse mode: dℓ/dθ̃ for ∂ℓ/∂x = gx and ∂ℓ/∂y = gy (all rows of M).
 
     Entry 0 of the result (the constant of θ̃) is meaningless.
 
     Raises
     ------
     DerivativeError
-        If K is singular (the derivative does not exist).
+        If the solution is not unique or the solve is not accurate.
     """
-    maps = fact.maps
-    omega, residual = fact.solve(g)
-    check_solved(fact, residual)
-    grad = maps.F.apply_adjoint(omega)
-    if maps.dep_rows.shape[0]:
-        grad += maps.dep.apply_adjoint(maps.dK_adjoint(omega, z))
-    return -grad
+    check_differentiable(point, call)
+    rows, n = point.rows, point.problem.n
+    omega, err, _, _ = point.factorization.solve(np.concatenate([gx, gy[rows]]))
+    _check_solve(err, call)
+    wy = np.zeros(gy.shape[0])
+    wy[rows] = omega[n:]
+    return -_dF_adjoint(point.problem, point.x, point.y, omega[:n], wy)
 
 
-def objective_gradient(maps: KKTMaps, z: FloatArray) -> FloatArray:
-    """∂f*/∂θ̃ of the canonical optimal value, by the envelope theorem.
+def adjoint_block(problem: CompiledProblem, fact: Factorization, rows: IntArray,
+                  X: FloatArray, Y: FloatArray, GX: FloatArray, GY: FloatArray,
+                  call: str = "backward()") -> FloatArray:
+    """Reverse mode for B points sharing one factorization (columns of X, Y, GX, GY).
 
-    At the optimum the value equals the Lagrangian
-    L = ½xᵀPx + qᵀx + r + νᵀ(Ax − b) = ½ zᵀK z + fᵀz + r, whose partial
-    derivative in θ (z held fixed) is the derivative of the optimal value:
-
-        ∂f*/∂θ̃ = ½ (∂k/∂θ̃)ᵀ h(z, z) + Fmapᵀ z + r,
-
-    with h as in :func:`adjoint`. No solve is needed. Entry 0 is meaningless.
+    Returns dℓ_b/dθ̃ as the columns of an (n_theta + 1, B) block.
     """
-    grad = maps.F.apply_adjoint(z)
-    if maps.dep_rows.shape[0]:
-        grad += 0.5 * maps.dep.apply_adjoint(maps.dK_adjoint(z, z))
-    np.add.at(grad, maps.r_index, maps.r_value)
+    n = problem.n
+    Omega, errs, _ = fact.solve_many(np.vstack([GX, GY[rows]]))
+    _check_solve(errs, call)
+    WY = np.zeros(GY.shape)
+    WY[rows] = Omega[n:]
+    return -_dF_adjoint(problem, X, Y, Omega[:n], WY)
+
+
+def objective_gradient(point: Point) -> FloatArray:
+    """∂f*/∂θ̃ of the compiled optimal value, by the envelope theorem (no solve).
+
+    At the optimum f* equals the Lagrangian L = ½xᵀPx + qᵀx + r + yᵀ(Mx − c),
+    whose partial derivative in θ with (x, y) held fixed is ∂f*/∂θ:
+    ∂L/∂P_ij = x_i x_j (i < j) or ½x_i², ∂L/∂q = x, ∂L/∂M_rj = y_r x_j,
+    ∂L/∂c = −y, plus the constant's map. Entry 0 is meaningless.
+    """
+    problem, x, y = point.problem, point.x, point.y
+    grad = 0.5 * _dF_adjoint(problem, x, y, x, y)
+    # The q and c terms enter L linearly, not quadratically: undo the ½.
+    grad += 0.5 * (problem.q.map.apply_adjoint(x) - problem.c.map.apply_adjoint(y))
+    np.add.at(grad, problem.r_index, problem.r_value)
     return grad
 
 
-def dF_dtheta(maps: KKTMaps, z: FloatArray, columns: NDArray[np.int64]) -> sp.csc_matrix:
-    """The sparse matrix ∂F/∂θ̃[:, columns] = (∂K/∂θ̃) z + Fmap at the point z."""
-    Kc = sp.csc_matrix(maps.K.matrix[:, columns])
-    rows, cols = maps.rows, maps.cols
-    coo = Kc.tocoo()
-    e = coo.row
-    r, c = rows[e], cols[e]
-    off = r != c
-    data = np.concatenate([coo.data * z[c], coo.data[off] * z[r[off]]])
-    out_rows = np.concatenate([r, c[off]])
-    out_cols = np.concatenate([coo.col, coo.col[off]])
-    D = sp.csc_matrix((data, (out_rows, out_cols)), shape=(maps.dim, columns.shape[0]))
-    return sp.csc_matrix(D + maps.F.matrix[:, columns])
+def jacobian(point: Point, out: IntArray, columns: IntArray,
+             call: str = "jacobian()") -> FloatArray:
+    """d(x, y)[out]/dθ̃[columns], by forward or reverse passes, whichever are fewer.
 
-
-#: Right-hand sides solved per block in :func:`jacobian_block` (bounds its memory).
-JACOBIAN_CHUNK = 256
-
-
-def jacobian_block(fact: KKTFactorization, z: FloatArray, out_rows: NDArray[np.int64],
-                   columns: NDArray[np.int64]) -> FloatArray:
-    """dz[out_rows]/dθ̃[columns], by forward or reverse passes, whichever is fewer.
-
-    Costs min(len(out_rows), len(columns)) solves with the existing
-    factorization, done in blocks of :data:`JACOBIAN_CHUNK` right-hand sides,
-    so that working memory beyond the result is O(JACOBIAN_CHUNK · (n + m)).
+    ``out`` indexes the stacked (x, y over all rows of M). Costs
+    min(len(out), len(columns)) solves, in blocks of :data:`JACOBIAN_CHUNK`.
     """
-    dim = fact.maps.dim
-    n_out, n_col = out_rows.shape[0], columns.shape[0]
-    J = np.empty((n_out, n_col))
-    if n_col <= n_out:
-        for start in range(0, n_col, JACOBIAN_CHUNK):
+    check_differentiable(point, call)
+    problem, rows, fact = point.problem, point.rows, point.factorization
+    n, m = problem.n, problem.layout.rows
+    J = np.zeros((out.shape[0], columns.shape[0]))
+    # Position of each row of M in the KKT system (−1: not in it, derivative 0).
+    where = np.full(m + 1, -1)  # (one spare entry so that primal rows index safely)
+    where[rows] = n + np.arange(rows.shape[0])
+    kkt_out = np.where(out < n, out, where[np.where(out < n, m, out - n)])
+    live = np.flatnonzero(kkt_out >= 0)
+    if columns.shape[0] <= live.shape[0]:
+        for start in range(0, columns.shape[0], JACOBIAN_CHUNK):
             cols = columns[start: start + JACOBIAN_CHUNK]
-            D = dF_dtheta(fact.maps, z, cols)
-            dz, residuals = fact.solve_many(-D.toarray())
-            check_solved(fact, float(residuals.max(initial=0.0)))
-            J[:, start: start + cols.shape[0]] = dz[out_rows, :]
+            gx, gr = _dF_times(problem, _tile(point.x, cols), _tile(point.y, cols), None, cols)
+            dz, errs, _ = fact.solve_many(-np.vstack([gx, gr[rows]]))
+            _check_solve(errs, call)
+            J[live, start: start + cols.shape[0]] = dz[kkt_out[live]]
         return J
-    D = dF_dtheta(fact.maps, z, columns)
-    for start in range(0, n_out, JACOBIAN_CHUNK):
-        rows = out_rows[start: start + JACOBIAN_CHUNK]
-        E = np.zeros((dim, rows.shape[0]))
-        E[rows, np.arange(rows.shape[0])] = 1.0
-        omega, residuals = fact.solve_many(E)
-        check_solved(fact, float(residuals.max(initial=0.0)))
-        J[start: start + rows.shape[0], :] = -np.asarray((D.T @ omega).T)
+    dim = n + rows.shape[0]
+    for start in range(0, live.shape[0], JACOBIAN_CHUNK):
+        chunk = live[start: start + JACOBIAN_CHUNK]
+        E = np.zeros((dim, chunk.shape[0]))
+        E[kkt_out[chunk], np.arange(chunk.shape[0])] = 1.0
+        Omega, errs, _ = fact.solve_many(E)
+        _check_solve(errs, call)
+        WY = np.zeros((m, chunk.shape[0]))
+        WY[rows] = Omega[n:]
+        grad = -_dF_adjoint(problem, _tile(point.x, chunk), _tile(point.y, chunk),
+                            Omega[:n], WY, columns)
+        J[chunk, :] = grad.T
     return J
+
+
+def _tile(v: FloatArray, like: IntArray) -> FloatArray:
+    return np.broadcast_to(v[:, None], (v.shape[0], like.shape[0]))

@@ -15,6 +15,7 @@ __all__ = [
     "SolverError",
     "DerivativeError",
     "NotSolvedError",
+    "AccuracyWarning",
 ]
 
 
@@ -39,6 +40,7 @@ class SolverError(DiffModelError):
     ----------
     status : str
         One of ``"infeasible"``, ``"unbounded"``, ``"nonconvex"``,
+        ``"inaccurate"`` (no solution could be verified to working accuracy),
         ``"solver_error"``.
     """
 
@@ -58,3 +60,11 @@ class DerivativeError(DiffModelError):
 
 class NotSolvedError(DerivativeError):
     """A derivative or report was requested before a successful solve."""
+
+
+class AccuracyWarning(UserWarning):
+    """A solution was accepted, but its estimated error exceeds 1e-8.
+
+    The KKT system is ill-conditioned even after equilibration; the
+    solution's ``accuracy`` attribute holds the estimate.
+    """

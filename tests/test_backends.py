@@ -375,12 +375,12 @@ def test_factorizations_reused_while_only_q_and_b_change() -> None:
 
 
 def test_factorization_after_osqp_solve_is_made_once_for_derivatives() -> None:
-    """OSQP does not factor K; the first derivative does, later ones reuse it,
-    and a "kkt" solve at the same K reuses it as well."""
+    """OSQP's answer is refined and verified on one factorization of K, which
+    every derivative reuses, and so does a "kkt" solve at the same K."""
     values = draw("qp", 1)
     model = build("qp")
     model.solve(solver="osqp", **values)
-    assert model.factorizations == 0
+    assert model.factorizations == 1
     model.backward({"x": np.ones(QP_N)})
     assert model.factorizations == 1
     model.derivative({"b": np.ones(QP_M)})

@@ -101,7 +101,7 @@ def test_batch_item_failure_gives_its_index():
     x = cp.Variable(2, name="x")
     c = cp.Parameter(2, name="c")
     model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"one": x[0] == c[0], "two": x[0] == c[1]})
-    with pytest.raises(dm.SolverError, match="batch item 1: .*infeasible") as info:
+    with pytest.raises(dm.SolverError, match="scenario 1: .*infeasible") as info:
         model.solve_batch(c=np.array([[1.0, 1.0], [1.0, 2.0]]))
     assert info.value.status == "infeasible"
     sol = model.solve_batch(c=np.array([[1.0, 1.0], [2.0, 2.0]]))

@@ -1,29 +1,37 @@
-"""Solver backends: each solves the canonical equality QP for numeric data.
+"""Solver backends: each finds a verified optimal point of the compiled QP.
 
-A backend implements :class:`~diffmodel.solvers.base.Backend`. The direct KKT
-backend (``"kkt"``, the default) factors the KKT matrix; the OSQP backend
-(``"osqp"``) runs the ADMM solver with tight tolerances and polishing.
-Derivatives are always taken through the KKT system at the returned solution.
+A backend implements :class:`~diffmodel.solvers.base.Backend`. The direct
+KKT backend (``"kkt"``, the default) factors the KKT matrix; the OSQP
+backend (``"osqp"``) runs the ADMM solver and then refines its answer on the
+same factorization. Either way the point is accepted only on componentwise
+evidence (:mod:`~diffmodel.solvers.verify`), and derivatives are taken
+through the factorization of the point.
 """
 
 from __future__ import annotations
 
+from ..compiled import CompiledProblem
+from ..errors import ModelError
 from .base import Backend, RawSolution, STATUS_OPTIMAL
+from .cache import KKTCache
 from .direct import DirectKKT
 from .osqp import OSQPBackend
 
-__all__ = ["Backend", "RawSolution", "DirectKKT", "OSQPBackend", "make_backend",
-           "STATUS_OPTIMAL", "SOLVERS"]
+__all__ = ["Backend", "RawSolution", "DirectKKT", "OSQPBackend", "KKTCache", "make_backend",
+           "check_solver", "STATUS_OPTIMAL", "SOLVERS"]
 
 SOLVERS = ("kkt", "osqp")
 
 
-def make_backend(name: str, maps: "KKTMaps") -> Backend:  # noqa: F821
-    """Create the backend called ``name`` for the KKT maps of a model."""
-    if name == "kkt":
-        return DirectKKT(maps)
-    if name == "osqp":
-        return OSQPBackend(maps)
-    from ..errors import ModelError
+def check_solver(name: object) -> str:
+    """The solver name, or a ModelError listing the valid ones."""
+    if name not in SOLVERS:
+        raise ModelError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}")
+    return str(name)
 
-    raise ModelError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}")
+
+def make_backend(name: str, problem: CompiledProblem, cache: KKTCache) -> Backend:
+    """Create the backend called ``name`` for a compiled problem."""
+    if check_solver(name) == "kkt":
+        return DirectKKT(problem, cache)
+    return OSQPBackend(problem, cache)

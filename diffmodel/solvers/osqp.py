@@ -1,36 +1,43 @@
-"""OSQP backend: ADMM with tight tolerances and solution polishing.
+"""OSQP backend: the ADMM solver, then polishing and verification on our KKT system.
 
-The equality constraints A x = b are passed to OSQP as l = u = b. OSQP's dual
-y satisfies P x + q + Aᵀ y = 0, the same convention as the KKT backend.
-Derivatives are taken through the KKT system at OSQP's solution (the model
-factors K lazily, on the first derivative request after a solve). When P
-depends on parameters, K is factored before OSQP runs, to check convexity.
+The constraints are passed to OSQP as l ≤ M x ≤ u with l = u = b on the
+equality rows. OSQP's dual y satisfies P x + q + Mᵀ y = 0, the same
+convention as the KKT backend. OSQP is set up once per model and only its
+numbers are updated between solves; each thread takes its own OSQP workspace
+from a small pool, so no two solves share one.
+
+OSQP's answer is never returned as it is: its point is refined with the
+equilibrated KKT factorization (the polish of OSQP's paper, done with our
+factorization) and must pass the same componentwise acceptance test as the
+direct backend, or the solve raises.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import osqp
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
-from ..kkt import KKTFactorization, KKTMaps
-from .direct import factorize
 from .base import (
-    STATUS_ERROR,
-    STATUS_INFEASIBLE,
-    STATUS_NONCONVEX,
-    STATUS_UNBOUNDED,
-    RawSolution,
+    STATUS_ERROR, STATUS_INFEASIBLE, STATUS_NONCONVEX, STATUS_UNBOUNDED, RawSolution,
 )
+from .cache import KKTCache
+from .direct import factor
+from .verify import accept
 
-__all__ = ["OSQPBackend", "OSQP_SETTINGS"]
+__all__ = ["OSQPBackend", "OSQP_SETTINGS", "STATUS_MAP"]
 
-#: Settings used for every OSQP solve (tight, since derivatives assume an exact optimum).
-OSQP_SETTINGS = {
-    "eps_abs": 1e-10,
-    "eps_rel": 1e-10,
+FloatArray = NDArray[np.float64]
+
+#: Settings for every OSQP solve (tight: the answer is refined and verified after).
+OSQP_SETTINGS: dict[str, object] = {
+    "eps_abs": 1e-9,
+    "eps_rel": 1e-9,
     "eps_prim_inf": 1e-12,
     "eps_dual_inf": 1e-12,
     "polishing": True,
@@ -39,11 +46,8 @@ OSQP_SETTINGS = {
     "verbose": False,
 }
 
-#: Largest relative KKT residual accepted from OSQP (after polishing).
-KKT_TOL = 1e-7
-
 _MEANING = {
-    STATUS_INFEASIBLE: "the equality constraints are inconsistent (infeasible)",
+    STATUS_INFEASIBLE: "the constraints are inconsistent (infeasible)",
     STATUS_UNBOUNDED: "the problem is unbounded below",
     STATUS_NONCONVEX: "the objective is not convex",
     STATUS_ERROR: "no accurate solution",
@@ -53,7 +57,7 @@ _S = osqp.SolverStatus
 #: OSQP's statuses mapped to diffmodel's closed vocabulary (None: success).
 STATUS_MAP: dict[object, str | None] = {
     _S.OSQP_SOLVED: None,
-    _S.OSQP_SOLVED_INACCURATE: STATUS_ERROR,
+    _S.OSQP_SOLVED_INACCURATE: None,  # refined and verified below
     _S.OSQP_PRIMAL_INFEASIBLE: STATUS_INFEASIBLE,
     _S.OSQP_PRIMAL_INFEASIBLE_INACCURATE: STATUS_INFEASIBLE,
     _S.OSQP_DUAL_INFEASIBLE: STATUS_UNBOUNDED,
@@ -66,94 +70,100 @@ STATUS_MAP: dict[object, str | None] = {
 }
 
 
+class _Workspace:
+    """One OSQP solver object and the K data it was last given."""
+
+    def __init__(self) -> None:
+        self.solver: osqp.OSQP | None = None
+        self.P_data: FloatArray | None = None
+        self.M_data: FloatArray | None = None
+
+
 class OSQPBackend:
-    """Solve with OSQP; set up once, then update the numbers."""
+    """Solve with OSQP, then refine and verify on the KKT system."""
 
     name = "osqp"
 
-    def __init__(self, maps: KKTMaps) -> None:
-        self.maps = maps
-        n = maps.n
-        rows, cols = maps.rows, maps.cols
-        # P: the K pattern's columns < n hold exactly the upper triangle of P,
-        # already in CSC order.
-        self._p_pos = np.flatnonzero(cols < n)
-        self._P_indptr = maps.indptr[: n + 1].copy()
-        self._P_indices = rows[self._p_pos]
-        # A: entries (row < n, col >= n) of K are Aᵀ, i.e. A[col - n, row]; K's
-        # order is A's row-major order, so sort by (column of A, row of A).
-        a_pos = np.flatnonzero(cols >= n)
-        a_pos = a_pos[rows[a_pos] < n]
-        a_i, a_j = cols[a_pos] - n, rows[a_pos]
-        order = np.lexsort((a_i, a_j))
-        self._a_pos = a_pos[order]
-        self._A_indices = a_i[order]
-        self._A_indptr = np.searchsorted(a_j[order], np.arange(n + 1)).astype(np.int64)
-        self._solver: osqp.OSQP | None = None
-        self._last_k: NDArray[np.float64] | None = None
+    def __init__(self, problem: CompiledProblem, cache: KKTCache) -> None:
+        self.problem = problem
+        self.cache = cache
+        self.rows = np.arange(problem.m_eq, dtype=np.int64)
+        M = problem.M
+        order = sp.csr_matrix((np.arange(M.nnz, dtype=np.float64), M.indices, M.indptr),
+                              shape=M.shape).tocsc()
+        self._csc_order = order.data.astype(np.int64)
+        self._csc_indices, self._csc_indptr = order.indices, order.indptr
+        self._pool: list[_Workspace] = []
+        self._lock = threading.Lock()
 
-    def solve(self, kdata: NDArray[np.float64], f: NDArray[np.float64],
-              fact: KKTFactorization, k_changed: bool) -> RawSolution:
-        n, m = self.maps.n, self.maps.m
-        q = f[:n]
-        b = -f[n:]
-        Px = kdata[self._p_pos]
-        Ax = kdata[self._a_pos]
-        factored = False
-        if k_changed and self.maps.P_theta.size:
-            # P depends on θ: check convexity with the KKT factorization (which
-            # derivatives need anyway) before OSQP sees a nonconvex problem.
-            factorize(fact, kdata, need_inertia=True)
-            factored = True
-        try:
-            if self._solver is None:
-                P = sp.csc_matrix((Px, self._P_indices, self._P_indptr), shape=(n, n))
-                A = sp.csc_matrix((Ax, self._A_indices, self._A_indptr), shape=(m, n))
-                solver = osqp.OSQP()
-                # Without constraints there is nothing to polish (and OSQP would say so).
-                solver.setup(P, q, A, b, b, **{**OSQP_SETTINGS, "polishing": m > 0})
-                self._solver = solver
-            elif self._last_k is None or not np.array_equal(kdata, self._last_k):
-                self._solver.update(q=q, l=b, u=b, Px=Px, Ax=Ax)
-            else:
-                self._solver.update(q=q, l=b, u=b)
-            self._last_k = kdata
-            result = self._solver.solve(raise_error=False)
-        except (osqp.OSQPException, ValueError) as exc:
-            self._reset()
-            raise SolverError(
-                f"OSQP could not factor its KKT matrix ({exc!r}): the quadratic objective "
-                "is not positive semidefinite for these parameter values (not convex)",
-                STATUS_NONCONVEX,
-            ) from None
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_pool"] = []
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _matrices(self, data: ProblemData) -> tuple[sp.csc_matrix, sp.csc_matrix]:
+        P = self.problem.P
+        n = self.problem.n
+        Pm = sp.csc_matrix((data.P_data, P.indices, P.indptr), shape=(n, n))
+        Mm = sp.csc_matrix((data.M_data[self._csc_order], self._csc_indices, self._csc_indptr),
+                           shape=self.problem.M.shape)
+        return Pm, Mm
+
+    def _run(self, ws: _Workspace, data: ProblemData) -> tuple[FloatArray, FloatArray, int]:
+        m_eq = self.problem.m_eq
+        lower = np.concatenate([data.c[:m_eq], np.full(self.problem.m_ineq, -np.inf)])
+        upper = data.c
+        if ws.solver is None:
+            P, M = self._matrices(data)
+            solver = osqp.OSQP()
+            settings = {**OSQP_SETTINGS, "polishing": self.problem.layout.rows > 0}
+            solver.setup(P, data.q, M, lower, upper, **settings)
+            ws.solver = solver
+        elif not (np.array_equal(data.P_data, ws.P_data)
+                  and np.array_equal(data.M_data, ws.M_data)):
+            ws.solver.update(q=data.q, l=lower, u=upper, Px=data.P_data,
+                             Ax=data.M_data[self._csc_order])
+        else:
+            ws.solver.update(q=data.q, l=lower, u=upper)
+        ws.P_data, ws.M_data = data.P_data, data.M_data
+        result = ws.solver.solve(raise_error=False)
         status = STATUS_MAP.get(result.info.status_val, STATUS_ERROR)
         if status is not None:
-            self._reset()
-            raise SolverError(
-                f"OSQP did not solve the problem: {_MEANING.get(status, status)} "
-                f"(OSQP status '{result.info.status}')",
-                status,
-            )
+            raise SolverError(f"OSQP did not solve the problem: {_MEANING.get(status, status)} "
+                              f"(OSQP status '{result.info.status}')", status)
         x = np.asarray(result.x, dtype=np.float64)
-        nu = np.asarray(result.y, dtype=np.float64)
-        # An independent check of the returned point on the exact KKT system
-        # (OSQP keeps its old data if an update fails, and says nothing).
-        z = np.concatenate([x, nu])
-        res = self.maps.times(kdata, z) + f
-        scale = float(np.abs(kdata).max(initial=0.0)) * float(np.abs(z).max(initial=0.0)) \
-            + float(np.abs(f).max(initial=0.0))
-        residual = float(np.abs(res).max(initial=0.0)) / scale if scale > 0 else 0.0
-        if not residual <= KKT_TOL:
-            self._reset()
-            raise SolverError(
-                f"OSQP returned a point that does not satisfy the KKT conditions "
-                f"(relative residual {residual:.1e}); the problem may be nonconvex or "
-                "too ill-conditioned for OSQP: try solver='kkt'",
-                STATUS_ERROR,
-            )
-        return RawSolution(z, int(result.info.iter), residual, factored)
+        y = np.asarray(result.y, dtype=np.float64)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise SolverError("OSQP returned a point that is not finite", STATUS_ERROR)
+        return x, y, int(result.info.iter)
 
-    def _reset(self) -> None:
-        """Forget OSQP's state: after a failure its data may be stale."""
-        self._solver = None
-        self._last_k = None
+    def solve(self, data: ProblemData, k_values: FloatArray) -> RawSolution:
+        problem, n = self.problem, self.problem.n
+        fact = factor(self.cache, data, k_values, self.rows)
+        with self._lock:
+            ws = self._pool.pop() if self._pool else _Workspace()
+        rhs = np.concatenate([-data.q, data.c])
+        try:
+            x, y, iterations = self._run(ws, data)
+        except (osqp.OSQPException, ValueError) as exc:
+            raise SolverError(f"OSQP failed ({exc}); the problem may be nonconvex or too "
+                              "ill-conditioned for OSQP: try solver='kkt'", STATUS_ERROR) from None
+        except SolverError as exc:
+            if exc.status not in (STATUS_INFEASIBLE, STATUS_UNBOUNDED):
+                raise
+            # Decide on the equilibrated KKT system, with a certificate verified
+            # on the data (this raises, unless OSQP was wrong).
+            z, omega, iterations, estimate = fact.solve(rhs)
+        else:
+            with self._lock:
+                self._pool.append(ws)
+            z, omega, _, estimate = fact.refine(np.concatenate([x, y]), rhs)
+        accuracy, unique = accept(problem, data, fact, self.rows, omega, estimate)
+        return RawSolution(x=z[:n], y=z[n:], rows=self.rows, factorization=fact,
+                           backward_error=omega, accuracy=accuracy, unique=unique,
+                           iterations=iterations)

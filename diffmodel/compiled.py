@@ -1,0 +1,340 @@
+"""The compiled problem: immutable maps θ → QP data, and the layout of names.
+
+A model is compiled once (by :mod:`diffmodel.canon`) into
+
+    minimize  ½ xᵀP(θ)x + q(θ)ᵀx + r(θ)
+    subject to  A(θ) x = b(θ),   G(θ) x ≤ h(θ),
+
+where every entry of P, q, r, A, b, G and h is affine in θ. With θ̃ = (1, θ)
+each of them is a constant sparse matrix applied to θ̃ (:class:`LinearMap`,
+with its adjoint beside it for reverse mode). The constraint rows are kept
+stacked, M = [A; G] and c = [b; h], the first ``m_eq`` rows being the
+equalities. P is stored as its upper triangle in compressed columns, M in
+compressed rows; both patterns are fixed at compile time.
+
+Everything here is plain NumPy/SciPy data: a :class:`CompiledProblem` is
+immutable, knows nothing of CVXPY objects, can be shared by threads and
+pickles compactly. :class:`ProblemData` holds the numbers for one θ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+__all__ = [
+    "Block", "ConstraintBlock", "Layout", "LinearMap", "ParametricMatrix",
+    "ParametricVector", "CompiledProblem", "ProblemData", "coefficients_to_matrix",
+    "coefficients_to_vector",
+]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+#: Maps with at most this many entries (rows × columns) are applied densely:
+#: for small models a dense product is several times faster than a sparse one.
+DENSE_LIMIT = 40_000
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+# --------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where a named object lives in a stacked vector.
+
+    ``vector[offset:stop]`` is the object flattened in column-major order.
+    """
+
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+    size: int = field(init=False)
+    stop: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _size(self.shape))
+        object.__setattr__(self, "stop", self.offset + self.size)
+
+    def take(self, vector: FloatArray, shift: int = 0) -> FloatArray:
+        """The object's entries in ``vector[shift:]``, shaped like the object."""
+        return vector[shift + self.offset: shift + self.stop].reshape(self.shape, order="F")
+
+    def take_batch(self, block: FloatArray, shift: int = 0) -> FloatArray:
+        """The object's entries in each column of ``block`` (N, B): shape (B, *shape)."""
+        rows = block[shift + self.offset: shift + self.stop]
+        return rows.T.reshape((block.shape[1], *self.shape), order="F")
+
+    def put(self, vector: FloatArray, value: FloatArray, shift: int = 0) -> None:
+        """Write ``value`` (shaped like the object) into ``vector[shift:]``."""
+        vector[shift + self.offset: shift + self.stop] = np.ravel(value, order="F")
+
+
+@dataclass(frozen=True)
+class ConstraintBlock(Block):
+    """A named constraint: rows ``offset:stop`` of the equalities or inequalities.
+
+    ``kind`` is ``"eq"`` (rows of A, duals ν) or ``"ineq"`` (rows of G,
+    duals λ ≥ 0). ``text`` is a readable form of the constraint for reports.
+    """
+
+    kind: Literal["eq", "ineq"] = "eq"
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names and sizes of a compiled problem.
+
+    Attributes
+    ----------
+    variables : dict of str to Block
+        User variables in x (auxiliary variables follow them, unnamed).
+    constraints : dict of str to ConstraintBlock
+        User constraints (rows added by the compiler follow them, unnamed).
+    parameters : dict of str to Block
+        Parameters in θ (θ̃ = (1, θ): a parameter's entries are at
+        ``1 + offset : 1 + stop`` of θ̃).
+    n, m_eq, m_ineq, n_theta : int
+        Dimensions of x, of the equality rows, of the inequality rows, of θ.
+    sign : float
+        +1 for Minimize, −1 for Maximize (the compiled problem always minimizes).
+    """
+
+    variables: dict[str, Block]
+    constraints: dict[str, ConstraintBlock]
+    parameters: dict[str, Block]
+    n: int
+    m_eq: int
+    m_ineq: int
+    n_theta: int
+    sign: float
+
+    @property
+    def rows(self) -> int:
+        """All constraint rows, m_eq + m_ineq."""
+        return self.m_eq + self.m_ineq
+
+    def constraint_rows(self, name: str) -> tuple[int, int]:
+        """Rows ``(start, stop)`` of a named constraint in the stacked M = [A; G]."""
+        block = self.constraints[name]
+        shift = 0 if block.kind == "eq" else self.m_eq
+        return shift + block.offset, shift + block.stop
+
+
+# ---------------------------------------------------------------- the maps
+
+
+class LinearMap:
+    """A constant linear map y = M x with its adjoint x̄ = Mᵀ ȳ beside it.
+
+    Stored sparse (CSR for M and, built on first use, for Mᵀ), or dense when
+    small, so that applying it costs as little as possible either way.
+    """
+
+    def __init__(self, matrix: sp.spmatrix) -> None:
+        self.matrix = sp.csr_matrix(matrix)
+        self.shape: tuple[int, int] = self.matrix.shape
+        self._dense = self.shape[0] * self.shape[1] <= DENSE_LIMIT
+        self._fwd: FloatArray | sp.csr_matrix = (
+            self.matrix.toarray() if self._dense else self.matrix)
+        self._adj: FloatArray | sp.csr_matrix | None = None
+
+    def apply(self, x: FloatArray) -> FloatArray:
+        """M x (x may be a block of columns)."""
+        return np.asarray(self._fwd @ x)
+
+    def apply_adjoint(self, y: FloatArray) -> FloatArray:
+        """Mᵀ y (y may be a block of columns)."""
+        adj = self._adj
+        if adj is None:  # a benign race: two threads build equal copies
+            adj = (np.ascontiguousarray(self._fwd.T) if self._dense
+                   else self.matrix.T.tocsr())
+            self._adj = adj
+        return np.asarray(adj @ y)
+
+    def columns(self, cols: IntArray) -> FloatArray:
+        """The columns ``cols`` of M as a dense block: M applied to one-hot directions."""
+        if self._dense:
+            return np.asarray(self._fwd)[:, cols]
+        return np.asarray(self.matrix[:, cols].toarray())
+
+    def adjoint_rows(self, y: FloatArray, rows: IntArray) -> FloatArray:
+        """(Mᵀ y)[rows], without forming the other rows."""
+        if self._dense:
+            return np.asarray(np.asarray(self._fwd)[:, rows].T @ y)
+        return np.asarray(self.matrix[:, rows].T @ y)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"matrix": self.matrix}
+
+    def __setstate__(self, state: dict[str, sp.csr_matrix]) -> None:
+        self.__init__(state["matrix"])  # type: ignore[misc]
+
+
+@dataclass(frozen=True, eq=False)
+class ParametricVector:
+    """A vector v(θ̃) = map θ̃ of a fixed size."""
+
+    size: int
+    map: LinearMap
+    theta: IntArray  # indices (≥ 1) of θ̃ it depends on
+
+    def values(self, theta: FloatArray) -> FloatArray:
+        return self.map.apply(theta)
+
+
+@dataclass(frozen=True, eq=False)
+class ParametricMatrix:
+    """A sparse matrix with fixed pattern whose data are ``map θ̃``.
+
+    ``indptr, indices`` are compressed columns (P) or rows (M), sorted.
+    ``dep`` lists the data positions that depend on θ and ``dep_map`` maps θ̃
+    to those entries alone: derivatives only ever touch them. Their matrix
+    coordinates are ``dep_row``, ``dep_col`` (for P, the upper triangle:
+    ``dep_row <= dep_col``; ``dep_diag`` marks the diagonal ones).
+    """
+
+    shape: tuple[int, int]
+    indptr: IntArray
+    indices: IntArray
+    map: LinearMap
+    dep: IntArray
+    dep_map: LinearMap
+    theta: IntArray
+    dep_row: IntArray
+    dep_col: IntArray
+    dep_diag: IntArray
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.shape[0])
+
+    def values(self, theta: FloatArray) -> FloatArray:
+        return self.map.apply(theta)
+
+    def outer_index(self) -> IntArray:
+        """The compressed axis' index (column of P, row of M) of each datum."""
+        return np.repeat(np.arange(self.indptr.shape[0] - 1, dtype=np.int64),
+                         np.diff(self.indptr))
+
+
+@dataclass(frozen=True, eq=False)
+class ProblemData:
+    """The numbers of the QP for one θ (see the module docstring).
+
+    ``P_data`` follows the compiled upper-CSC pattern of P, ``M_data`` the CSR
+    pattern of M = [A; G]; ``c`` = [b; h].
+    """
+
+    P_data: FloatArray
+    q: FloatArray
+    r: float
+    M_data: FloatArray
+    c: FloatArray
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledProblem:
+    """Immutable, picklable maps θ̃ → (P, q, r, M = [A; G], c = [b; h]) with a layout.
+
+    ``k_theta`` lists the entries of θ̃ that P or M depend on: when none of
+    them changes, the KKT matrix is unchanged and its factorization can be
+    reused. ``p_theta`` lists those of P alone (convexity can change only
+    with them).
+    """
+
+    layout: Layout
+    P: ParametricMatrix
+    q: ParametricVector
+    r_index: IntArray
+    r_value: FloatArray
+    M: ParametricMatrix
+    c: ParametricVector
+    k_theta: IntArray
+    p_theta: IntArray
+
+    @property
+    def n(self) -> int:
+        return self.layout.n
+
+    @property
+    def m_eq(self) -> int:
+        return self.layout.m_eq
+
+    @property
+    def m_ineq(self) -> int:
+        return self.layout.m_ineq
+
+    def r(self, theta: FloatArray) -> FloatArray:
+        """The objective's constant r(θ̃) (one per column for a block of θ̃)."""
+        return np.asarray(self.r_value @ theta[self.r_index])
+
+    def data(self, theta: FloatArray, k_data: tuple[FloatArray, FloatArray] | None = None
+             ) -> ProblemData:
+        """The numeric data at θ̃ (reusing P and M data if given)."""
+        if k_data is None:
+            k_data = (self.P.values(theta), self.M.values(theta))
+        return ProblemData(P_data=k_data[0], q=self.q.values(theta), r=float(self.r(theta)),
+                           M_data=k_data[1], c=self.c.values(theta))
+
+    def P_matrix(self, data: ProblemData) -> sp.csc_matrix:
+        """The full symmetric P for ``data``."""
+        upper = sp.csc_matrix((data.P_data, self.P.indices, self.P.indptr), shape=self.P.shape)
+        return sp.csc_matrix(upper + sp.triu(upper, k=1).T)
+
+    def M_matrix(self, data: ProblemData) -> sp.csr_matrix:
+        """M = [A; G] for ``data``."""
+        return sp.csr_matrix((data.M_data, self.M.indices, self.M.indptr), shape=self.M.shape)
+
+
+# ------------------------------------------------------- from coefficients
+
+
+def coefficients_to_matrix(i: IntArray, j: IntArray, p: IntArray, val: FloatArray,
+                           shape: tuple[int, int], n_theta: int, *,
+                           by_columns: bool) -> ParametricMatrix:
+    """A :class:`ParametricMatrix` from entries ``M[i, j] += val · θ̃[p]``.
+
+    The pattern is the set of distinct (i, j), compressed by columns or rows.
+    Entries that cancel exactly keep their place in the pattern.
+    """
+    outer, inner = (j, i) if by_columns else (i, j)
+    n_outer, n_inner = (shape[1], shape[0]) if by_columns else shape
+    keys = outer.astype(np.int64) * max(n_inner, 1) + inner.astype(np.int64)
+    ukeys, inverse = np.unique(keys, return_inverse=True)
+    nnz = ukeys.shape[0]
+    idx = np.int32 if max(shape) < 2**31 - 1 else np.int64
+    indices = (ukeys % max(n_inner, 1)).astype(idx)
+    indptr = np.zeros(n_outer + 1, dtype=np.int64)
+    np.cumsum(np.bincount(ukeys // max(n_inner, 1), minlength=n_outer), out=indptr[1:])
+    mat = sp.csr_matrix((val, (inverse, p)), shape=(nnz, n_theta + 1))
+    mat.sum_duplicates()
+    has_p = p > 0
+    dep = np.unique(inverse[has_p]).astype(np.int64)
+    dep_mat = sp.csr_matrix(mat[dep]) if dep.shape[0] else sp.csr_matrix((0, n_theta + 1))
+    dep_inner = indices[dep].astype(np.int64)
+    dep_outer = (ukeys[dep] // max(n_inner, 1)).astype(np.int64)
+    dep_row, dep_col = (dep_inner, dep_outer) if by_columns else (dep_outer, dep_inner)
+    return ParametricMatrix(
+        shape=shape, indptr=indptr, indices=indices, map=LinearMap(mat), dep=dep,
+        dep_map=LinearMap(dep_mat), theta=np.unique(p[has_p]).astype(np.int64),
+        dep_row=dep_row, dep_col=dep_col, dep_diag=np.flatnonzero(dep_row == dep_col),
+    )
+
+
+def coefficients_to_vector(i: IntArray, p: IntArray, val: FloatArray, size: int,
+                           n_theta: int) -> ParametricVector:
+    """A :class:`ParametricVector` from entries ``v[i] += val · θ̃[p]``."""
+    mat = sp.csr_matrix((val, (i, p)), shape=(size, n_theta + 1))
+    mat.sum_duplicates()
+    return ParametricVector(size=size, map=LinearMap(mat),
+                            theta=np.unique(p[p > 0]).astype(np.int64))

@@ -1,0 +1,227 @@
+"""The solve engine: θ̃ in, verified :class:`~diffmodel.point.Point` out.
+
+An :class:`Engine` owns what solves of one compiled problem share: the
+backends (with their OSQP workspaces), the KKT patterns and the latest
+factorization per row set (:class:`~diffmodel.solvers.KKTCache`), and the
+last evaluated P and M data. All of it is guarded by locks, and nothing a
+returned point holds is ever modified, so one engine serves many threads.
+Pickling keeps only the compiled problem; the caches are rebuilt on use.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .compiled import CompiledProblem, ProblemData
+from .errors import ModelError, SolverError
+from .linalg import Factorization
+from .linalg.accuracy import exact_dot
+from .point import Point
+from .solvers import Backend, DirectKKT, KKTCache, make_backend
+from .solvers.base import STATUS_OPTIMAL
+
+__all__ = ["Engine", "BatchResult"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class BatchResult:
+    """Solutions of a batch, stacked by column; failed items hold NaN.
+
+    ``factorization`` is the one shared by every item when K did not vary
+    (None otherwise: derivatives then refactor item by item).
+    """
+
+    thetas: FloatArray
+    X: FloatArray
+    Y: FloatArray
+    values: FloatArray
+    accuracy: FloatArray
+    status: list[str]
+    errors: dict[int, str]
+    rows: IntArray
+    factorization: Factorization | None
+    factorizations: int
+
+
+class Engine:
+    """Solves one compiled problem for any θ̃; shared, thread-safe caches."""
+
+    def __init__(self, problem: CompiledProblem) -> None:
+        self.problem = problem
+        self._init_caches()
+
+    def _init_caches(self) -> None:
+        self.cache = KKTCache(self.problem)
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+        self._kdata: tuple[FloatArray, FloatArray, FloatArray] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"problem": self.problem}
+
+    def __setstate__(self, state: dict[str, CompiledProblem]) -> None:
+        self.__init__(state["problem"])  # type: ignore[misc]
+
+    @property
+    def factorizations(self) -> int:
+        """Numeric KKT factorizations performed so far."""
+        return self.cache.count
+
+    def backend(self, name: str) -> Backend:
+        with self._lock:
+            backend = self._backends.get(name)
+            if backend is None:
+                backend = self._backends[name] = make_backend(name, self.problem, self.cache)
+            return backend
+
+    # ------------------------------------------------------------------ data
+
+    def data(self, theta: FloatArray) -> tuple[ProblemData, FloatArray]:
+        """The QP data at θ̃ (P and M reused when their parameters are unchanged)."""
+        problem = self.problem
+        k_values = theta[problem.k_theta]
+        with self._lock:
+            cached = self._kdata
+        if cached is not None and np.array_equal(cached[0], k_values):
+            P_data, M_data = cached[1], cached[2]
+        else:
+            P_data, M_data = problem.P.values(theta), problem.M.values(theta)
+            with self._lock:
+                self._kdata = (k_values, P_data, M_data)
+        data = problem.data(theta, (P_data, M_data))
+        _check_finite(data)
+        return data, k_values
+
+    @staticmethod
+    def value(data: ProblemData, x: FloatArray, y: FloatArray) -> float:
+        """The optimal value ½xᵀPx + qᵀx + r, from the KKT point (x, y).
+
+        At a KKT point P x = −q − Mᵀy and yᵀ(M x − c) = 0, so the value is
+        ½(qᵀx − cᵀy) + r: no product with P, and much less cancellation than
+        the primal form. When the terms still cancel by more than six digits,
+        they are summed exactly (products split exactly, :func:`math.fsum`).
+        """
+        tq, tc = data.q * x, data.c * y
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = 0.5 * (float(tq.sum()) - float(tc.sum())) + data.r
+            size = 0.5 * (float(np.abs(tq).sum()) + float(np.abs(tc).sum())) + abs(data.r)
+        if np.isfinite(size) and size > 1e6 * abs(v):
+            v = exact_dot(np.concatenate([0.5 * data.q, -0.5 * data.c, [data.r]]),
+                          np.concatenate([x, y, [1.0]]))
+        return v
+
+    # ----------------------------------------------------------------- solves
+
+    def solve(self, theta: FloatArray, solver: str) -> Point:
+        """Solve at θ̃ with the named backend.
+
+        Raises
+        ------
+        ModelError
+            If the data overflow for these parameter values.
+        SolverError
+            If there is no accepted optimal point.
+        """
+        data, k_values = self.data(theta)
+        raw = self.backend(solver).solve(data, k_values)
+        value = _finite_value(self.value(data, raw.x, raw.y))
+        theta = theta.copy()
+        theta.flags.writeable = False
+        return Point(self.problem, theta, data, raw, value, solver)
+
+    def solve_batch(self, thetas: FloatArray, solver: str,
+                    on_error: Literal["raise", "record"] = "raise") -> BatchResult:
+        """Solve at each column of θ̃ (shape (n_theta + 1, B)).
+
+        Columns that share K (no parameter of P or M varies) share one
+        factorization and are solved as one block with the direct backend.
+
+        Raises
+        ------
+        SolverError
+            With ``on_error="raise"``, for the first failing item, naming its index.
+        """
+        problem = self.problem
+        size = thetas.shape[1]
+        n, m = problem.n, problem.layout.rows
+        K_rows = thetas[problem.k_theta]
+        shared = solver == "kkt" and bool(np.all(K_rows == K_rows[:, :1]))
+        before = self.cache.count
+        X, Y = np.full((n, size), np.nan), np.full((m, size), np.nan)
+        values, accuracy = np.full(size, np.nan), np.full(size, np.nan)
+        status = [STATUS_OPTIMAL] * size
+        errors: dict[int, str] = {}
+        fact: Factorization | None = None
+        backend = self.backend(solver)
+        rows = np.arange(problem.m_eq, dtype=np.int64)
+
+        def fail(i: int, exc: SolverError) -> None:
+            if on_error == "raise":
+                raise SolverError(f"scenario {i}: {exc}", exc.status) from None
+            status[i], errors[i] = exc.status, str(exc)
+
+        if shared and isinstance(backend, DirectKKT):
+            data, k_values = self.data(np.ascontiguousarray(thetas[:, 0]))
+            Q, C = problem.q.map.apply(thetas), problem.c.map.apply(thetas)
+            _check_finite_block(Q, C)
+            fact, Z, _, verdicts = backend.solve_block(data, k_values, Q, C)
+            r = problem.r(thetas)
+            for i, verdict in enumerate(verdicts):
+                if isinstance(verdict, SolverError):
+                    fail(i, verdict)
+                    continue
+                x = Z[:n, i]
+                item = ProblemData(data.P_data, Q[:, i], float(r[i]), data.M_data, C[:, i])
+                try:
+                    values[i] = _finite_value(self.value(item, x, Z[n:, i]))
+                except SolverError as exc:
+                    fail(i, exc)
+                    continue
+                X[:, i], Y[rows, i], accuracy[i] = x, Z[n:, i], verdict[0]
+        else:
+            for i in range(size):
+                try:
+                    point = self.solve(np.ascontiguousarray(thetas[:, i]), solver)
+                except SolverError as exc:
+                    fail(i, exc)
+                    continue
+                X[:, i], Y[:, i] = point.x, point.y
+                values[i], accuracy[i] = point.value, point.raw.accuracy
+        return BatchResult(thetas=thetas, X=X, Y=Y, values=values, accuracy=accuracy,
+                           status=status, errors=errors, rows=rows,
+                           factorization=fact if shared else None,
+                           factorizations=self.cache.count - before)
+
+
+def _check_finite(data: ProblemData) -> None:
+    for label, values in (("P", data.P_data), ("q", data.q), ("A or G", data.M_data),
+                          ("b or h", data.c)):
+        if not np.isfinite(values.sum()) and not np.all(np.isfinite(values)):
+            raise ModelError(
+                f"the problem data ({label}) overflow double precision for these parameter "
+                "values: rescale the parameters (values near 1e308 do not fit)")
+    if not np.isfinite(data.r):
+        raise ModelError("the objective's constant term overflows double precision for "
+                         "these parameter values: rescale the parameters")
+
+
+def _check_finite_block(Q: FloatArray, C: FloatArray) -> None:
+    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(C))):
+        raise ModelError("the problem data (q, b or h) overflow double precision for some "
+                         "batch items: rescale the parameters")
+
+
+def _finite_value(value: float) -> float:
+    if not np.isfinite(value):
+        raise ModelError(
+            "the optimal value overflows double precision for these parameter values (its "
+            "magnitude exceeds about 1e308): rescale the parameters")
+    return value

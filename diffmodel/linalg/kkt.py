@@ -1,0 +1,169 @@
+"""The KKT matrix over a chosen set of constraint rows: pattern and assembly.
+
+For the QP data P (n × n, symmetric, upper triangle stored column-wise) and a
+matrix of constraint rows C (rows of A, and active rows of G; stored
+row-wise), the KKT matrix is
+
+    K = [[P, Cᵀ],
+         [C, 0 ]].
+
+Its upper triangle in compressed-column form has, in column j < n, the rows
+of P's column j (with the diagonal entry always present, for the
+regularization), and in column n + r the columns of C's row r followed by
+the diagonal entry (n + r, n + r). :class:`KKTPattern` is that pattern, built
+once per row set, with the positions where the data of P and C go, and the
+full symmetric pattern (both triangles, row-wise) used for residuals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+__all__ = ["KKTPattern"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def _index_dtype(size: int) -> type:
+    return np.int32 if size < 2**31 - 1 else np.int64
+
+
+@dataclass(frozen=True, eq=False)
+class KKTPattern:
+    """The structure of K for a fixed P pattern and a fixed set of rows.
+
+    Attributes
+    ----------
+    n, rows : int
+        Primal dimension and number of constraint rows; K is (n + rows)².
+    indptr, indices : ndarray
+        Upper triangle of K, compressed columns, diagonal present in every column.
+    p_pos : ndarray
+        Position in K's data of each entry of P's data.
+    c_pos, c_src : ndarray
+        Position in K's data of each entry of the selected rows, and its
+        position in the data of the stacked constraint matrix.
+    full_indptr, full_indices, full_src, full_rows : ndarray
+        The full symmetric K row-wise: entry e is K's upper datum
+        ``full_src[e]``, in row ``full_rows[e]``.
+    cols : ndarray
+        Column of each upper-triangular entry.
+    """
+
+    n: int
+    rows: int
+    indptr: IntArray
+    indices: IntArray
+    p_pos: IntArray
+    c_pos: IntArray
+    c_src: IntArray
+    full_indptr: IntArray
+    full_indices: IntArray
+    full_src: IntArray
+    full_rows: IntArray
+    cols: IntArray
+
+    @property
+    def dim(self) -> int:
+        return self.n + self.rows
+
+    @property
+    def nnz(self) -> int:
+        """Stored entries of the upper triangle (explicit diagonal included)."""
+        return int(self.indices.shape[0])
+
+    @classmethod
+    def build(cls, n: int, p_indptr: IntArray, p_indices: IntArray,
+              m_indptr: IntArray, m_indices: IntArray, selected: IntArray) -> KKTPattern:
+        """The pattern for P (upper CSC) and the rows ``selected`` of M (CSR).
+
+        Parameters
+        ----------
+        n : int
+            Number of variables.
+        p_indptr, p_indices : ndarray
+            P's upper triangle, compressed columns, rows sorted in each column.
+        m_indptr, m_indices : ndarray
+            The stacked constraint matrix (all rows), compressed rows, sorted.
+        selected : ndarray of int
+            Indices of the rows of M that enter K, in order.
+        """
+        rows = int(selected.shape[0])
+        dim = n + rows
+        # P's columns, each completed with its diagonal entry if absent.
+        p_counts = np.diff(p_indptr).astype(np.int64)
+        p_cols = np.repeat(np.arange(n, dtype=np.int64), p_counts)
+        has_diag = np.zeros(n, dtype=bool)
+        if p_indices.shape[0]:
+            last = p_indptr[1:] - 1
+            nonempty = p_counts > 0
+            has_diag[nonempty] = p_indices[last[nonempty]] == np.arange(n)[nonempty]
+        col_counts_p = p_counts + (~has_diag)
+        # Selected rows of M, each as a column of K followed by its diagonal.
+        starts, stops = m_indptr[selected], m_indptr[selected + 1]
+        c_counts = (stops - starts).astype(np.int64)
+        total_c = int(c_counts.sum())
+        row_of = np.repeat(np.arange(rows, dtype=np.int64), c_counts)
+        offsets = np.arange(total_c, dtype=np.int64) - np.repeat(np.cumsum(c_counts) - c_counts,
+                                                                   c_counts)
+        c_src = np.repeat(starts.astype(np.int64), c_counts) + offsets
+        counts = np.concatenate([col_counts_p, c_counts + 1])
+        indptr = np.zeros(dim + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        nnz = int(indptr[-1])
+        idx = _index_dtype(dim)
+        indices = np.empty(nnz, dtype=idx)
+        # P entries: at the start of each column.
+        p_pos = indptr[:-1][p_cols] + (np.arange(p_indices.shape[0]) - p_indptr[:-1][p_cols])
+        indices[p_pos] = p_indices
+        missing = np.flatnonzero(~has_diag)
+        indices[indptr[1:][missing] - 1] = missing
+        # C entries: column n + r holds row r of C, then the diagonal.
+        c_pos = indptr[n + row_of] + (c_src - np.repeat(starts.astype(np.int64), c_counts))
+        indices[c_pos] = m_indices[c_src]
+        indices[indptr[n + 1:] - 1] = n + np.arange(rows)
+        full = _full(indptr, indices, dim)
+        return cls(n=n, rows=rows, indptr=indptr, indices=indices, p_pos=p_pos,
+                   c_pos=c_pos, c_src=c_src, full_indptr=full[0], full_indices=full[1],
+                   full_src=full[2], full_rows=full[3],
+                   cols=np.repeat(np.arange(dim, dtype=idx), counts))
+
+    def assemble(self, p_data: FloatArray, m_data: FloatArray) -> FloatArray:
+        """K's upper-triangular data for the numeric P and stacked constraint data."""
+        data = np.zeros(self.nnz)
+        data[self.p_pos] = p_data
+        data[self.c_pos] = m_data[self.c_src]
+        return data
+
+    def upper(self, data: FloatArray) -> sp.csc_matrix:
+        """K's upper triangle as a SciPy matrix (sharing the pattern arrays)."""
+        return sp.csc_matrix((data, self.indices, self.indptr), shape=(self.dim, self.dim))
+
+    def full(self, data: FloatArray) -> sp.csr_matrix:
+        """The full symmetric K, row-wise, for the upper data ``data``."""
+        return sp.csr_matrix((data[self.full_src], self.full_indices, self.full_indptr),
+                             shape=(self.dim, self.dim))
+
+
+def _full(indptr: IntArray, indices: IntArray,
+          dim: int) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """Row-wise pattern of the full symmetric matrix and each entry's upper source."""
+    nnz = indices.shape[0]
+    cols = np.repeat(np.arange(dim, dtype=np.int64), np.diff(indptr))
+    rows = indices.astype(np.int64)
+    off = np.flatnonzero(rows != cols)
+    all_rows = np.concatenate([rows, cols[off]])
+    all_cols = np.concatenate([cols, rows[off]])
+    src = np.concatenate([np.arange(nnz, dtype=np.int64), off])
+    order = np.lexsort((all_cols, all_rows))
+    full_rows = all_rows[order]
+    full_indptr = np.zeros(dim + 1, dtype=np.int64)
+    np.cumsum(np.bincount(full_rows, minlength=dim), out=full_indptr[1:])
+    idx = _index_dtype(dim)
+    return (full_indptr, all_cols[order].astype(idx), src[order],
+            full_rows.astype(idx))

@@ -1,0 +1,79 @@
+"""Symmetric equilibration of the KKT matrix (Ruiz scaling, powers of two).
+
+A KKT matrix built from data in the user's units can have entries that span
+many orders of magnitude: features of 1e3, weights from 1e-6 to 1e6, money in
+dollars. Its condition number then reflects the units, not the problem, and a
+factorization with a fixed regularization or a normwise acceptance test is
+wrong by as much as the units are unbalanced. Scaling symmetrically,
+
+    K̂ = S K S,    S = diag(s),   K z = r  ⇔  K̂ ẑ = S r,  z = S ẑ,
+
+removes that: Ruiz's iteration (D. Ruiz, "A scaling algorithm to equilibrate
+both rows and columns norms in matrices", RAL-TR-2001-034) divides each row
+and column by the square root of its largest entry until every row of K̂ has
+largest entry close to 1. OSQP and Clarabel do the same before their
+factorizations. The factors here are rounded to powers of two, so scaling
+and unscaling are exact in floating point: the scaled system has exactly the
+same solution and the same componentwise backward errors as the original.
+
+Each sweep costs O(nnz); a few sweeps suffice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..tolerances import RUIZ_MAX_ITER, RUIZ_TOL
+
+__all__ = ["ruiz", "row_max"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def row_max(indptr: IntArray, values: FloatArray, dim: int) -> FloatArray:
+    """Largest entry of each row of a CSR matrix with nonnegative ``values``."""
+    out = np.zeros(dim)
+    counts = np.diff(indptr)
+    nonempty = counts > 0
+    if values.shape[0]:
+        out[nonempty] = np.maximum.reduceat(values, indptr[:-1][nonempty])
+    return out
+
+
+def _power_of_two(x: FloatArray) -> FloatArray:
+    """The power of two nearest to each (positive) entry, in log scale."""
+    mantissa, exponent = np.frexp(x)  # x = mantissa · 2**exponent, mantissa in [0.5, 1)
+    exponent = exponent - (mantissa < np.sqrt(0.5))
+    return np.ldexp(1.0, exponent)
+
+
+def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray,
+         rows: IntArray) -> FloatArray:
+    """Scale factors s (powers of two) that equilibrate a symmetric matrix.
+
+    Parameters
+    ----------
+    indptr, indices, data : ndarray
+        The full symmetric matrix in CSR form (both triangles).
+    rows : ndarray
+        Row index of every stored entry (``np.repeat(arange(dim), diff(indptr))``).
+
+    Returns
+    -------
+    s : ndarray of shape (dim,)
+        ``diag(s) K diag(s)`` has largest entry within about a factor of two
+        of 1 in every row that is not zero. Zero rows keep s = 1.
+    """
+    dim = indptr.shape[0] - 1
+    s = np.ones(dim)
+    absdata = np.abs(data)
+    bound = np.log2(1.0 + RUIZ_TOL)
+    for _ in range(RUIZ_MAX_ITER):
+        rmax = row_max(indptr, absdata * s[rows] * s[indices], dim)
+        live = rmax > 0
+        if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
+            break
+        s[live] = _power_of_two(s[live] / np.sqrt(rmax[live]))
+    return s

@@ -1,0 +1,330 @@
+"""Solutions that carry their own derivatives.
+
+A :class:`Solution` holds the verified point of one solve and the
+factorization of its KKT matrix. ``sol.backward``, ``sol.derivative``,
+``sol.jacobian`` and ``sol.sensitivity`` use *that* factorization, whatever
+the model solved since; the factorization lives as long as the solution
+does. A :class:`BatchSolution` holds a batch's solutions and differentiates
+each scenario exactly, refactoring only where the scenarios' KKT matrices
+differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._packing import Packer
+from .diff import adjoint, adjoint_block, jacobian, objective_gradient, tangent
+from .engine import BatchResult, Engine
+from .errors import SolverError
+from .point import Point
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import Prediction, SensitivityReport, Sweep
+
+__all__ = ["Solution", "BatchSolution"]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+
+def _shapes(d: Mapping[str, FloatArray]) -> str:
+    return ", ".join(f"{k}: {np.shape(v)}" for k, v in d.items())
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Solution:
+    """The result of :meth:`Model.solve`, able to differentiate itself.
+
+    Attributes
+    ----------
+    status : str
+        ``"optimal"`` (failures raise :class:`~diffmodel.SolverError` instead).
+    value : float
+        Optimal objective value, in the sense of the model (the maximized
+        value for ``cp.Maximize``).
+    primal : dict of str to ndarray
+        Optimal value of each variable, by name, shaped like the variable.
+    dual : dict of str to ndarray
+        Optimal dual of each constraint, by name, shaped like the constraint,
+        with CVXPY's sign convention (see docs/math.md).
+    solver : str
+        The backend that solved it (``"kkt"`` or ``"osqp"``).
+    iterations : int
+        Refinement steps (``"kkt"``) or ADMM iterations (``"osqp"``).
+    residual : float
+        Componentwise backward error of the KKT system at the solution: the
+        largest relative change of any entry of the data that makes the
+        returned point exact.
+    accuracy : float
+        Estimated relative error of the solution: a bound on
+        max |ẑ − ẑ*| / max |ẑ| for z = (x, duals) in the units of the
+        equilibrated problem (see docs/math.md). For a solution that is not
+        unique (singular KKT matrix) it is the backward error instead.
+    unique : bool
+        False when the KKT matrix is singular: the point is optimal but not
+        the only one, and derivatives raise :class:`~diffmodel.DerivativeError`.
+    timings : dict of str to float
+        Seconds spent per phase of the solve.
+
+    Notes
+    -----
+    The arrays in ``primal`` and ``dual`` are read-only views of the
+    solution's own copy of the result: copy them to modify them. Every array
+    returned by the derivative methods is a fresh array owned by the caller.
+    A solution keeps its KKT factorization alive (about the memory of the
+    factor, see docs/api.md) as long as it is referenced; after pickling, the
+    factorization is rebuilt on the first derivative call.
+    """
+
+    status: str
+    value: float
+    primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    solver: str
+    iterations: int
+    residual: float
+    accuracy: float
+    unique: bool
+    timings: Mapping[str, float] = field(default_factory=dict)
+    _point: Point | None = field(default=None, repr=False)
+    _packer: Packer | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_point(cls, point: Point, packer: Packer, engine: Engine,
+                   timings: Mapping[str, float]) -> Solution:
+        """Name the arrays of a verified point."""
+        primal, dual = packer.solution(point.x.copy(), point.y.copy())
+        raw = point.raw
+        return cls(status="optimal", value=packer.layout.sign * point.value, primal=primal,
+                   dual=dual, solver=point.solver, iterations=raw.iterations,
+                   residual=raw.backward_error, accuracy=raw.accuracy, unique=raw.unique,
+                   timings=timings, _point=point, _packer=packer, _engine=engine)
+
+    def _parts(self) -> tuple[Point, Packer]:
+        point, packer = self._point, self._packer
+        if point is None or packer is None:
+            raise TypeError("this Solution was not produced by Model.solve()")
+        return point, packer
+
+    def _resolver(self) -> Engine:
+        """The engine that produced this solution (re-solves for sweeps)."""
+        if self._engine is None:
+            raise TypeError("this Solution was not produced by Model.solve()")
+        return self._engine
+
+    def __repr__(self) -> str:
+        return (f"Solution(status={self.status!r}, value={self.value:.6g}, "
+                f"primal={{{_shapes(self.primal)}}}, dual={{{_shapes(self.dual)}}}, "
+                f"solver={self.solver!r}, accuracy={self.accuracy:.1e})")
+
+    # ----------------------------------------------------------- derivatives
+
+    def backward(self, primal: Mapping[str, ArrayLike] | None = None,
+                 dual: Mapping[str, ArrayLike] | None = None) -> dict[str, FloatArray]:
+        """Reverse mode: the gradient of a loss with respect to every parameter.
+
+        Parameters
+        ----------
+        primal : dict of str to array_like, optional
+            ∂ℓ/∂x for any subset of variables, by name, shaped like each.
+        dual : dict of str to array_like, optional
+            ∂ℓ/∂ν for any subset of constraints' duals, by constraint name.
+
+        Returns
+        -------
+        dict of str to ndarray
+            dℓ/dθ for every parameter, by name, shaped like the parameter.
+
+        Raises
+        ------
+        ModelError
+            For an unknown name or a gradient of the wrong shape.
+        DerivativeError
+            If the solution is not unique or the adjoint solve is not accurate.
+
+        Notes
+        -----
+        One adjoint solve ω = K⁻¹ ∂ℓ/∂z with this solution's factorization,
+        then dℓ/dθ = −(∂F/∂θ)ᵀ ω for all parameters at once.
+        """
+        point, packer = self._parts()
+        gx, gy = packer.outputs(primal, dual, "backward()")
+        return packer.params(adjoint(point, gx, gy))
+
+    def derivative(self, directions: Mapping[str, ArrayLike]) -> dict[str, FloatArray]:
+        """Forward mode: the change of the solution along a parameter direction.
+
+        Parameters
+        ----------
+        directions : dict of str to array_like
+            dθ for any subset of parameters, by name, shaped like each.
+
+        Returns
+        -------
+        dict of str to ndarray
+            dx by variable name and dν by constraint name.
+
+        Raises
+        ------
+        ModelError, DerivativeError
+            As for :meth:`backward`.
+        """
+        point, packer = self._parts()
+        dx, dy = tangent(point, packer.direction(directions, "derivative()"))
+        return packer.unpack_outputs(dx, dy)
+
+    def jacobian(self, of: str, wrt: str) -> FloatArray:
+        """The Jacobian of a variable (or a constraint's dual) w.r.t. a parameter.
+
+        Returns
+        -------
+        ndarray of shape (size of ``of``, size of ``wrt``)
+            Rows follow ``of`` and columns ``wrt``, each flattened in
+            column-major order.
+        """
+        point, packer = self._parts()
+        rows, _ = packer.output_index(of, "jacobian()")
+        cols = packer.param_index(wrt, "jacobian()")
+        return jacobian(point, rows, cols)
+
+    def objective_gradient(self) -> dict[str, FloatArray]:
+        """∂f*/∂θ, the derivative of the optimal value (envelope theorem, no solve)."""
+        point, packer = self._parts()
+        return packer.params(packer.layout.sign * objective_gradient(point))
+
+    def sensitivity(self, of: str | Sequence[str] | None = None,
+                    wrt: str | Sequence[str] | None = None,
+                    labels: Mapping[str, Any] | None = None, top: int = 10,
+                    **options: Any) -> SensitivityReport:
+        """A sensitivity report at this solution; see :func:`diffmodel.analysis.sensitivity`."""
+        from .analysis import sensitivity
+
+        return sensitivity(self, of=of, wrt=wrt, labels=labels, top=top, **options)
+
+    def predict(self, delta: Mapping[str, ArrayLike]) -> Prediction:
+        """First-order prediction for a parameter change; see :func:`diffmodel.analysis.predict`."""
+        from .analysis import predict
+
+        return predict(self, delta)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class BatchSolution:
+    """The result of :meth:`Model.solve_batch`: B scenarios, stacked.
+
+    Attributes
+    ----------
+    value : ndarray of shape (B,)
+        Optimal values (NaN for failed scenarios).
+    primal, dual : dict of str to ndarray
+        Each variable's values and each constraint's duals, shape
+        (B, *shape) (NaN rows for failed scenarios).
+    status : list of str
+        ``"optimal"`` or the failure status, per scenario.
+    errors : dict of int to str
+        The failure message of each failed scenario.
+    accuracy : ndarray of shape (B,)
+        Estimated relative error of each scenario's solution.
+    solver : str
+    factorizations : int
+        Numeric KKT factorizations the batch performed.
+    timings : dict of str to float
+    """
+
+    value: FloatArray
+    primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    status: list[str]
+    errors: dict[int, str]
+    accuracy: FloatArray
+    solver: str
+    factorizations: int
+    timings: Mapping[str, float] = field(default_factory=dict)
+    _result: BatchResult | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+    _packer: Packer | None = field(default=None, repr=False)
+
+    @property
+    def batch_size(self) -> int:
+        """Number of scenarios B."""
+        return int(self.value.shape[0])
+
+    def __repr__(self) -> str:
+        failed = len(self.errors)
+        return (f"BatchSolution(batch_size={self.batch_size}, primal={{{_shapes(self.primal)}}}, "
+                f"dual={{{_shapes(self.dual)}}}, solver={self.solver!r}, failed={failed}, "
+                f"factorizations={self.factorizations})")
+
+    def _parts(self) -> tuple[BatchResult, Engine, Packer]:
+        if self._result is None or self._engine is None or self._packer is None:
+            raise TypeError("this BatchSolution was not produced by Model.solve_batch()")
+        return self._result, self._engine, self._packer
+
+    def backward(self, primal: Mapping[str, ArrayLike] | None = None,
+                 dual: Mapping[str, ArrayLike] | None = None) -> dict[str, FloatArray]:
+        """Reverse mode for every scenario.
+
+        Parameters
+        ----------
+        primal, dual : dict of str to array_like, optional
+            Loss gradients by variable / constraint name, each of shape
+            (B, *shape), or (*shape) to use the same gradient for every scenario.
+
+        Returns
+        -------
+        dict of str to ndarray
+            dℓ_i/dθ for every parameter, shape (B, *parameter.shape); NaN for
+            failed scenarios.
+
+        Notes
+        -----
+        With a KKT matrix shared by the batch this is B adjoint solves with
+        one factorization; otherwise each scenario is solved again (same
+        data, same result) and differentiated with its own factorization.
+        """
+        result, engine, packer = self._parts()
+        size = self.batch_size
+        GX, GY = packer.outputs(primal, dual, "backward()", batch=size)
+        out = np.full((packer.layout.n_theta + 1, size), np.nan)
+        ok = np.array([s == "optimal" for s in result.status], dtype=bool)
+        if result.factorization is not None and ok.any():
+            idx = np.flatnonzero(ok)
+            out[:, idx] = adjoint_block(engine.problem, result.factorization, result.rows,
+                                        result.X[:, idx], result.Y[:, idx], GX[:, idx],
+                                        GY[:, idx])
+        else:
+            for i in np.flatnonzero(ok):
+                point = self._point(int(i))
+                out[:, i] = adjoint(point, GX[:, i], GY[:, i])
+        return packer.params_batch(out)
+
+    def derivative(self, directions: Mapping[str, ArrayLike]) -> dict[str, FloatArray]:
+        """Forward mode for every scenario along one direction (shared by all).
+
+        Returns dx by variable name and dν by constraint name, shape (B, *shape).
+        """
+        result, _, packer = self._parts()
+        dtheta = packer.direction(directions, "derivative()")
+        size = self.batch_size
+        DX = np.full((packer.layout.n, size), np.nan)
+        DY = np.full((packer.layout.rows, size), np.nan)
+        for i, status in enumerate(result.status):
+            if status == "optimal":
+                DX[:, i], DY[:, i] = tangent(self._point(i), dtheta)
+        primal, dual = packer.solution_batch(DX, DY)
+        return {**primal, **dual}
+
+    def _point(self, i: int) -> Point:
+        """Scenario i as a point with its factorization (solved again if needed)."""
+        result, engine, _ = self._parts()
+        try:
+            return engine.solve(np.ascontiguousarray(result.thetas[:, i]), self.solver)
+        except SolverError as exc:  # pragma: no cover - it solved before
+            raise SolverError(f"scenario {i}: {exc}", exc.status) from None
