@@ -78,6 +78,10 @@ QUICK = [
 #: The Jacobian dx/db (n × m, dense) is timed only up to this m.
 JACOBIAN_MAX_M = 2500
 
+#: Exit code of a worker whose tool is not installed (its import failed): the
+#: cell becomes a "not installed" row, not an error.
+NOT_INSTALLED = 3
+
 #: Largest relative errors accepted before timing, per tool (see the module docstring).
 TOLERANCE = {
     "diffmodel": 1e-9, "diffmodel (osqp)": 1e-5, "limit: qdldl": 1e-9, "limit: splu": 1e-9,
@@ -166,13 +170,18 @@ def _median_time(fn: Callable[[], object], budget: float, max_reps: int) -> floa
     return float(np.median(times))
 
 
-def worker(tool_name: str, family: Family, out: Path, budget: float) -> None:
+def worker(tool_name: str, family: Family, out: Path, budget: float) -> int:
+    """Run one cell; return 0, or ``NOT_INSTALLED`` if the tool cannot be imported."""
     from tools import TOOLS
 
     data = family.make()
     vals = variants(data, family.params)
     g, direction = loss_weights(data)
-    tool = TOOLS[tool_name](data, family.params)  # ImportError: peer missing
+    try:
+        tool = TOOLS[tool_name](data, family.params)
+    except ImportError as exc:  # the peer, or the framework it runs on, is missing
+        print(exc, file=sys.stderr)
+        return NOT_INSTALLED
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset the peak resident size to the current one
@@ -220,6 +229,7 @@ def worker(tool_name: str, family: Family, out: Path, budget: float) -> None:
             result.update(_batch(model, data, g, budget))
     np.savez(out.with_suffix(".npz"), **arrays)
     out.write_text(json.dumps(result))
+    return 0
 
 
 def _batch(model: Any, data: QPData, g: np.ndarray, budget: float) -> dict[str, float]:
@@ -253,8 +263,9 @@ def run_cell(tool: str, family: Family, quick: bool, timeout: float) -> dict[str
             return {"tool": tool, "status": f"did not finish in {timeout:.0f} s"}
         if proc.returncode != 0 or not out.exists():
             err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            status = "not installed" if "ImportError" in err or "ModuleNotFound" in err else err
-            return {"tool": tool, "status": status[:120]}
+            if proc.returncode == NOT_INSTALLED:
+                return {"tool": tool, "status": f"not installed ({err})"[:120]}
+            return {"tool": tool, "status": err[:120]}
         result = json.loads(out.read_text())
         with np.load(out.with_suffix(".npz")) as arrays:
             result["arrays"] = {k: arrays[k] for k in arrays.files}
@@ -308,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = 0.05 if args.quick else 2.0
     if args.worker:
         tool, label, out = args.worker
-        worker(tool, next(f for f in families if f.label == label), Path(out), budget)
-        return 0
+        return worker(tool, next(f for f in families if f.label == label), Path(out), budget)
 
     if args.render:
         out = args.out or HERE
@@ -346,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                     cell["forward_err"] = rel_err(arrays["forward"], ref["forward"])
                 tol = TOLERANCE.get(tool, 1e-6)
                 worst = max(cell["x_err"], cell["grad_err"], cell.get("forward_err", 0.0))
-                if not worst <= tol:
+                # Recorded per cell so that a test can tell a peer's disagreement
+                # (the peer's failure) from one of diffmodel's or the limits'.
+                cell["tolerance"] = tol
+                cell["agrees"] = bool(worst <= tol)
+                if not cell["agrees"]:
                     failures.append(f"{family.label} / {tool}: error {worst:.1e} > {tol:.0e}")
             print(f"  {tool:20s} {_summary(cell)}", flush=True)
             rows.append(cell)
@@ -423,6 +437,7 @@ def summary(report: list[dict[str, Any]]) -> list[str]:
                 row = next((r for r in fam["rows"] if r["tool"] == tool), None)
                 status = row["status"] if row else "—"
                 cells.append("—" if status.startswith("not run") or row is None
+                             else "not installed" if status.startswith("not installed")
                              else "did not finish" if "did not finish" in status else "failed")
             else:
                 cells.append(f"{_fmt_time(cell['resolve_backward'])} ({cell['grad_err']:.0e})")

@@ -14,12 +14,23 @@
 
 Every problem is generated from a fixed seed with a positive definite Hessian
 and a full-row-rank constraint matrix (singular values in [1, 2]).
+
+A peer's own failure is not ours: every peer computation runs inside
+``peer_call``, and a warning the peer raises there (diffcp's
+"Solved/Inaccurate", CVXPY's "Solution may be inaccurate"), one of its solver
+errors or a status other than solved skips the test with the peer's name and
+what it reported (``skip_peer_failure`` in conftest.py). Whenever the peer
+succeeded, diffmodel's numbers are compared with it strictly. A peer that is
+not installed skips through ``pytest.importorskip``, with a reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 import cvxpy as cp
 import numpy as np
@@ -127,37 +138,92 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------
+# Running a peer: its own failures skip, with what it reported
+# ---------------------------------------------------------------------------
+
+#: ``skip_peer_failure(peer, reported)``, the fixture of conftest.py.
+SkipPeerFailure = Callable[[str, str], NoReturn]
+
+
+@contextmanager
+def peer_call(skip: SkipPeerFailure, peer: str,
+              errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Run a peer's own computation; a failure it reports skips the test.
+
+    Parameters
+    ----------
+    skip : callable
+        The ``skip_peer_failure`` fixture.
+    peer : str
+        The peer's name in the skip reason, e.g. ``"CVXPY + SCS (diffcp)"``.
+    errors : tuple of exception types
+        The peer's own error types (solver errors). Any other exception
+        propagates and fails the test: a bad call is our bug, not the peer's.
+
+    Notes
+    -----
+    Inside the block a ``UserWarning`` or ``RuntimeWarning`` is an error
+    whatever the warning filters, so a peer that reports trouble by warning
+    (diffcp's "Solved/Inaccurate", CVXPY's "Solution may be inaccurate",
+    overflow in its arithmetic) stops there and the test skips. Deprecation
+    warnings keep pytest's ``filterwarnings = error`` and fail the test: they
+    are about our use of the peer. Only the peer's calls belong inside;
+    diffmodel's calls and the comparisons stay outside.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            warnings.simplefilter("error", RuntimeWarning)
+            yield
+    except (UserWarning, RuntimeWarning, *errors) as exc:
+        skip(peer, f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------------
 # (a) CVXPY + SCS + diffcp
 # ---------------------------------------------------------------------------
 
 SCS_TOL = 1e-4  # diffcp's adjoint and SCS's solution are both inexact
+#: SCS settings. Tighter is not better: at eps 1e-10, SCS 3.3 stalls on some of
+#: these problems (qp-1: "reached max_iters" with a primal residual of 1e-2, also
+#: on diffcp's retry without acceleration) and diffcp warns "Solved/Inaccurate".
+#: At 1e-9 it converged in a few hundred iterations on 120 of 120 seeded
+#: problems (seeds 0-39 of each family), with derivatives within 1e-6 of ours.
+SCS_SETTINGS = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 20_000}
+CVXPY_SCS = "CVXPY + SCS (diffcp)"
 
 
 @pytest.mark.parametrize(("name", "seed"), CASES)
-def test_backward_and_derivative_match_cvxpy_diffcp(name: str, seed: int) -> None:
-    pytest.importorskip("diffcp")
+def test_backward_and_derivative_match_cvxpy_diffcp(
+        name: str, seed: int, skip_peer_failure: SkipPeerFailure) -> None:
+    diffcp = pytest.importorskip(
+        "diffcp", reason="diffcp (CVXPY's differentiation; the test extra) is not installed")
+    pytest.importorskip("scs", reason="SCS (diffcp's solver; the test extra) is not installed")
     pb = make(name, seed)
     prob = pb.assign()
     assert prob.is_dpp()
-    prob.solve(solver=cp.SCS, requires_grad=True, eps_abs=1e-10, eps_rel=1e-10,
-               max_iters=200_000)
-    assert prob.status == cp.OPTIMAL
     rng = np.random.default_rng(seed)
-
-    # Reverse mode: x.gradient = g for every variable, then problem.backward().
-    primal_cvx = {v.name(): np.array(v.value) for v in prob.variables()}
     g = {v.name(): rng.standard_normal(v.shape) for v in prob.variables()}
-    for v in prob.variables():
-        v.gradient = g[v.name()]
-    prob.backward()
-    grads_cvx = {p.name(): np.array(p.gradient) for p in prob.parameters()}
-
-    # Forward mode: param.delta, then problem.derivative() fills var.delta.
     delta = {p.name(): rng.standard_normal(p.shape) for p in prob.parameters()}
-    for p in prob.parameters():
-        p.delta = delta[p.name()]
-    prob.derivative()
-    dx_cvx = {v.name(): np.array(v.delta) for v in prob.variables()}
+
+    with peer_call(skip_peer_failure, CVXPY_SCS,
+                   (cp.error.SolverError, diffcp.cone_program.SolverError)):
+        prob.solve(solver=cp.SCS, requires_grad=True, **SCS_SETTINGS)
+        if prob.status != cp.OPTIMAL:
+            skip_peer_failure(CVXPY_SCS, f"status {prob.status!r}")
+        primal_cvx = {v.name(): np.array(v.value) for v in prob.variables()}
+
+        # Reverse mode: x.gradient = g for every variable, then problem.backward().
+        for v in prob.variables():
+            v.gradient = g[v.name()]
+        prob.backward()
+        grads_cvx = {p.name(): np.array(p.gradient) for p in prob.parameters()}
+
+        # Forward mode: param.delta, then problem.derivative() fills var.delta.
+        for p in prob.parameters():
+            p.delta = delta[p.name()]
+        prob.derivative()
+        dx_cvx = {v.name(): np.array(v.delta) for v in prob.variables()}
 
     # diffmodel, from the same cp.Problem (its constraints are c0, c1, ...).
     model = dm.Model(prob)
@@ -179,15 +245,20 @@ def test_backward_and_derivative_match_cvxpy_diffcp(name: str, seed: int) -> Non
 # ---------------------------------------------------------------------------
 
 CLARABEL_TOL = 1e-6
+CVXPY_CLARABEL = "CVXPY + Clarabel"
 
 
 @pytest.mark.parametrize(("name", "seed"), CASES)
 @pytest.mark.parametrize("solver", ["kkt", "osqp"])
-def test_solution_and_duals_match_clarabel(name: str, seed: int, solver: str) -> None:
+def test_solution_and_duals_match_clarabel(
+        name: str, seed: int, solver: str, skip_peer_failure: SkipPeerFailure) -> None:
+    pytest.importorskip("clarabel", reason="Clarabel (the test extra) is not installed")
     pb = make(name, seed)
     prob = pb.assign()
-    prob.solve(solver=cp.CLARABEL)
-    assert prob.status == cp.OPTIMAL
+    with peer_call(skip_peer_failure, CVXPY_CLARABEL, (cp.error.SolverError,)):
+        prob.solve(solver=cp.CLARABEL)
+    if prob.status != cp.OPTIMAL:
+        skip_peer_failure(CVXPY_CLARABEL, f"status {prob.status!r}")
     primal_ref = {v.name(): np.array(v.value) for v in prob.variables()}
     dual_ref = {cname: np.array(con.dual_value) for cname, con in pb.constraints.items()}
     value_ref = prob.value
@@ -225,17 +296,31 @@ def osqp_case(seed: int, n: int = 10, m: int = 4) -> OSQPCase:
                     rng.standard_normal(m))
 
 
-def osqp_adjoint(case: OSQPCase, dx: np.ndarray, dy: np.ndarray | None = None):
-    """Solve with OSQP (tight tolerances) and return its adjoint derivative."""
-    osqp = pytest.importorskip("osqp")
-    solver = osqp.OSQP()
-    solver.setup(sp.csc_matrix(np.triu(case.P)), case.q, sp.csc_matrix(case.A), case.b, case.b,
-                 eps_abs=1e-12, eps_rel=1e-12, max_iter=200_000, polishing=True, verbose=False)
-    result = solver.solve(raise_error=True)
-    solver.adjoint_derivative_compute(dx=dx, dy=dy)
-    dq, dl, du = solver.adjoint_derivative_get_vec()
-    # Dense, full symmetric dP (the default is the upper triangle only).
-    dP, dA = solver.adjoint_derivative_get_mat(as_dense=True, dP_as_triu=False)
+OSQP_ADJOINT = "OSQP (adjoint derivative)"
+
+
+def osqp_adjoint(case: OSQPCase, skip: SkipPeerFailure, dx: np.ndarray,
+                 dy: np.ndarray | None = None):
+    """Solve with OSQP (tight tolerances) and return its adjoint derivative.
+
+    A solve that OSQP does not report as solved, with a successful polish (the
+    step that makes its solution exact to working precision, which the
+    comparisons at 1e-9 below rely on), skips the test as OSQP's failure.
+    """
+    osqp = pytest.importorskip("osqp", reason="OSQP (a dependency of diffmodel) is not installed")
+    with peer_call(skip, OSQP_ADJOINT, (osqp.OSQPException,)):
+        solver = osqp.OSQP()
+        solver.setup(sp.csc_matrix(np.triu(case.P)), case.q, sp.csc_matrix(case.A), case.b,
+                     case.b, eps_abs=1e-12, eps_rel=1e-12, max_iter=200_000, polishing=True,
+                     verbose=False)
+        result = solver.solve(raise_error=False)
+        if result.info.status != "solved" or result.info.status_polish != 1:  # 1: success
+            skip(OSQP_ADJOINT, f"status {result.info.status!r}, polish status "
+                               f"{result.info.status_polish}")
+        solver.adjoint_derivative_compute(dx=dx, dy=dy)
+        dq, dl, du = solver.adjoint_derivative_get_vec()
+        # Dense, full symmetric dP (the default is the upper triangle only).
+        dP, dA = solver.adjoint_derivative_get_mat(as_dense=True, dP_as_triu=False)
     return np.array(result.x), np.array(result.y), dq, dl, du, dP, dA
 
 
@@ -253,7 +338,7 @@ def diffmodel_case(case: OSQPCase) -> tuple[dm.Model, dict[str, np.ndarray]]:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_primal_loss_matches_osqp_adjoint(seed: int) -> None:
+def test_primal_loss_matches_osqp_adjoint(seed: int, skip_peer_failure: SkipPeerFailure) -> None:
     """ℓ = gᵀx. OSQP and diffmodel use the same conventions here:
     dq ↔ grads["q"], dl + du ↔ grads["b"] (OSQP splits the gradient of an
     equality row between l and u by the sign of its dual), dA ↔ grads["A"],
@@ -261,7 +346,7 @@ def test_primal_loss_matches_osqp_adjoint(seed: int) -> None:
     −½(ω xᵀ + x ωᵀ))."""
     case = osqp_case(seed)
     g = np.random.default_rng(100 + seed).standard_normal(case.q.shape)
-    x_o, y_o, dq, dl, du, dP, dA = osqp_adjoint(case, g)
+    x_o, y_o, dq, dl, du, dP, dA = osqp_adjoint(case, skip_peer_failure, g)
 
     model, values = diffmodel_case(case)
     sol = model.solve(**values)
@@ -286,7 +371,7 @@ def test_primal_loss_matches_osqp_adjoint(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_dual_loss_matches_osqp_adjoint(seed: int) -> None:
+def test_dual_loss_matches_osqp_adjoint(seed: int, skip_peer_failure: SkipPeerFailure) -> None:
     """ℓ = gᵀx + hᵀν. OSQP's ``dy`` is not ∂ℓ/∂y: its adjoint treats the dual
     of a row as the pair (y⁺, y⁻) = (max(y, 0), −min(y, 0)) and applies dy to
     y⁺ + y⁻ = |y|. Measured on seeds 0-2 below: passing dy = h leaves dq
@@ -304,7 +389,8 @@ def test_dual_loss_matches_osqp_adjoint(seed: int) -> None:
     sol = model.solve(**values)
     nu = sol.dual["bal"]
     assert np.min(np.abs(nu)) > 1e-3  # sign(y) is well defined
-    x_o, y_o, dq, dl, du, dP, dA = osqp_adjoint(case, g, dy=h * np.sign(nu))
+    x_o, y_o, dq, dl, du, dP, dA = osqp_adjoint(case, skip_peer_failure, g,
+                                                dy=h * np.sign(nu))
     np.testing.assert_allclose(y_o, nu, atol=1e-9)
 
     grads = model.backward({"x": g}, dual={"bal": h})
