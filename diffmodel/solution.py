@@ -214,6 +214,13 @@ class Solution:
 
         return predict(self, delta)
 
+    def sweep(self, name: str, values: ArrayLike, **options: Any) -> Sweep:
+        """First-order predictions against re-solves along a path of one parameter;
+        see :func:`diffmodel.analysis.sweep`. The model's CVXPY objects are not touched."""
+        from .analysis import sweep
+
+        return sweep(self, name, values, **options)
+
 
 @dataclass(frozen=True, eq=False, repr=False)
 class BatchSolution:
