@@ -19,14 +19,17 @@ from .errors import ModelError
 from .model import Model
 
 __all__ = ["QPData", "random_qp", "banded_qp", "load_maros_meszaros", "as_model",
-           "maros_meszaros_dir"]
+           "maros_meszaros_dir", "MAROS_MESZAROS_OPTIMA"]
 
 
 @dataclass(frozen=True)
 class QPData:
-    """Numeric data of ``minimize ½xᵀPx + qᵀx subject to Ax = b``.
+    """Numeric data of ``minimize ½xᵀPx + qᵀx + r subject to Ax = b``.
 
     ``P`` is symmetric positive semidefinite (both triangles stored).
+    ``G``, ``lower``, ``upper`` hold the rows ``lower ≤ Gx ≤ upper`` that a
+    source problem had besides its equalities (±inf where a side is absent);
+    they are not part of this equality QP (see :func:`load_maros_meszaros`).
     """
 
     name: str
@@ -34,6 +37,10 @@ class QPData:
     q: NDArray[np.float64]
     A: sp.csc_matrix
     b: NDArray[np.float64]
+    r: float = 0.0
+    G: sp.csc_matrix | None = None
+    lower: NDArray[np.float64] | None = None
+    upper: NDArray[np.float64] | None = None
 
     @property
     def n(self) -> int:
@@ -113,12 +120,24 @@ def maros_meszaros_dir() -> Path | None:
     return None
 
 
-def load_maros_meszaros(name: str, folder: Path | str | None = None) -> QPData:
-    """Load an equality-constrained Maros–Mészáros instance.
+#: Published optimal values of the instances used in the tests (Maros and
+#: Mészáros 1999, 8 significant digits), constant term r included.
+MAROS_MESZAROS_OPTIMA = {
+    "AUG2DC": 1.8183681e+06, "AUG3D": 5.5406773e+02, "AUG3DC": 7.7126244e+02,
+    "DPKLO1": 3.7009622e-01, "DTOC3": 2.3526248e+02, "GENHS28": 9.2717369e-01,
+    "HS51": 0.0, "HS52": 5.3266476e+00, "HS53": 4.0930233e+00, "TAME": 0.0,
+    "UBH1": 1.1160008e+00,
+}
 
-    Only rows with l = u are kept; the files' bound rows must be inactive for
-    this to be the same problem (true for the instances listed in the data's
-    README as equality QPs).
+
+def load_maros_meszaros(name: str, folder: Path | str | None = None) -> QPData:
+    """Load a Maros–Mészáros instance as its equality-constrained QP.
+
+    Rows with l = u become ``A x = b``; the other rows (bounds, one-sided or
+    ranged inequalities, free rows) are kept aside in ``G``, ``lower`` and
+    ``upper``. The equality QP is the same problem when those rows hold
+    strictly at its optimum: true for the instances the data's README lists
+    as equality QPs or as having inactive bounds (±1e20 is read as ±inf).
 
     Raises
     ------
@@ -133,10 +152,14 @@ def load_maros_meszaros(name: str, folder: Path | str | None = None) -> QPData:
     data = loadmat(str(base / f"{name}.mat"))
     P = sp.csc_matrix(data["P"], dtype=float)
     A = sp.csr_matrix(data["A"], dtype=float)
-    lo, up = data["l"].ravel(), data["u"].ravel()
-    eq = np.flatnonzero(lo == up)
-    return QPData(name, P, data["q"].ravel().astype(float), sp.csc_matrix(A[eq]),
-                  lo[eq].astype(float))
+    lo, up = data["l"].ravel().astype(float), data["u"].ravel().astype(float)
+    eq = lo == up
+    other = np.flatnonzero(~eq)
+    lower = np.where(lo[other] <= -1e20, -np.inf, lo[other])
+    upper = np.where(up[other] >= 1e20, np.inf, up[other])
+    return QPData(name, P, data["q"].ravel().astype(float), sp.csc_matrix(A[np.flatnonzero(eq)]),
+                  lo[eq], float(np.asarray(data["r"]).ravel()[0]),
+                  sp.csc_matrix(A[other]), lower, upper)
 
 
 def as_model(data: QPData, parameters: tuple[str, ...] = ("q", "b"),
@@ -175,6 +198,6 @@ def as_model(data: QPData, parameters: tuple[str, ...] = ("q", "b"),
     q = part("q", data.q, (n,))
     b = part("b", data.b, (m,))
     A = part("A", data.A, (m, n))
-    objective = cp.Minimize(0.5 * cp.quad_form(x, data.P, assume_PSD=True) + q @ x)
+    objective = cp.Minimize(0.5 * cp.quad_form(x, data.P, assume_PSD=True) + q @ x + data.r)
     model = Model(objective, {"eq": A @ x == b} if m else {}, solver=solver)
     return model, values
