@@ -196,23 +196,45 @@ class ParametricVector:
 class ParametricMatrix:
     """A sparse matrix with fixed pattern whose data are ``map θ̃``.
 
-    ``indptr, indices`` are compressed columns (P) or rows (M), sorted.
-    ``dep`` lists the data positions that depend on θ and ``dep_map`` maps θ̃
-    to those entries alone: derivatives only ever touch them. Their matrix
-    coordinates are ``dep_row``, ``dep_col`` (for P, the upper triangle:
-    ``dep_row <= dep_col``; ``dep_diag`` marks the diagonal ones).
+    ``indptr, indices`` are compressed columns (P, ``by_columns``) or rows
+    (M), sorted. ``dep`` lists the data positions that depend on θ and
+    ``dep_map`` maps θ̃ to those entries alone: derivatives only ever touch
+    them. Their matrix coordinates are ``dep_row``, ``dep_col`` (for P, the
+    upper triangle: ``dep_row <= dep_col``; ``dep_diag`` marks the diagonal
+    ones). Only the pattern and the map are pickled; the rest is derived.
     """
 
     shape: tuple[int, int]
     indptr: IntArray
     indices: IntArray
     map: LinearMap
-    dep: IntArray
-    dep_map: LinearMap
-    theta: IntArray
-    dep_row: IntArray
-    dep_col: IntArray
-    dep_diag: IntArray
+    by_columns: bool
+    dep: IntArray = field(init=False)
+    dep_map: LinearMap = field(init=False)
+    theta: IntArray = field(init=False)
+    dep_row: IntArray = field(init=False)
+    dep_col: IntArray = field(init=False)
+    dep_diag: IntArray = field(init=False)
+
+    def __post_init__(self) -> None:
+        mat = self.map.matrix
+        # Rows of the map with an entry beyond column 0 (the constant) depend on θ.
+        map_rows = np.repeat(np.arange(mat.shape[0], dtype=np.int64), np.diff(mat.indptr))
+        dep = np.unique(map_rows[mat.indices > 0])
+        dep_mat = sp.csr_matrix(mat[dep]) if dep.shape[0] else sp.csr_matrix((0, mat.shape[1]))
+        outer = np.repeat(np.arange(self.indptr.shape[0] - 1, dtype=np.int64),
+                          np.diff(self.indptr))[dep]
+        inner = self.indices[dep].astype(np.int64)
+        row, col = (inner, outer) if self.by_columns else (outer, inner)
+        theta = np.unique(mat.indices[mat.indices > 0]).astype(np.int64)
+        for name, value in (("dep", dep), ("dep_map", LinearMap(dep_mat)), ("theta", theta),
+                            ("dep_row", row), ("dep_col", col),
+                            ("dep_diag", np.flatnonzero(row == col))):
+            object.__setattr__(self, name, value)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (ParametricMatrix, (self.shape, self.indptr, self.indices, self.map,
+                                   self.by_columns))
 
     @property
     def nnz(self) -> int:
@@ -318,17 +340,8 @@ def coefficients_to_matrix(i: IntArray, j: IntArray, p: IntArray, val: FloatArra
     np.cumsum(np.bincount(ukeys // max(n_inner, 1), minlength=n_outer), out=indptr[1:])
     mat = sp.csr_matrix((val, (inverse, p)), shape=(nnz, n_theta + 1))
     mat.sum_duplicates()
-    has_p = p > 0
-    dep = np.unique(inverse[has_p]).astype(np.int64)
-    dep_mat = sp.csr_matrix(mat[dep]) if dep.shape[0] else sp.csr_matrix((0, n_theta + 1))
-    dep_inner = indices[dep].astype(np.int64)
-    dep_outer = (ukeys[dep] // max(n_inner, 1)).astype(np.int64)
-    dep_row, dep_col = (dep_inner, dep_outer) if by_columns else (dep_outer, dep_inner)
-    return ParametricMatrix(
-        shape=shape, indptr=indptr, indices=indices, map=LinearMap(mat), dep=dep,
-        dep_map=LinearMap(dep_mat), theta=np.unique(p[has_p]).astype(np.int64),
-        dep_row=dep_row, dep_col=dep_col, dep_diag=np.flatnonzero(dep_row == dep_col),
-    )
+    return ParametricMatrix(shape=shape, indptr=indptr, indices=indices, map=LinearMap(mat),
+                            by_columns=by_columns)
 
 
 def coefficients_to_vector(i: IntArray, p: IntArray, val: FloatArray, size: int,

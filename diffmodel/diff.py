@@ -27,6 +27,10 @@ zero derivative.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -44,6 +48,28 @@ IntArray = NDArray[np.int64]
 
 #: Right-hand sides per block in :func:`jacobian` (bounds its working memory).
 JACOBIAN_CHUNK = 256
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _quiet(fn: _F) -> _F:
+    """Run under ``np.errstate(all="ignore")`` and refuse non-finite results.
+
+    Overflow is not a warning the caller can act on: the result is checked
+    and a DerivativeError says what happened.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            out = fn(*args, **kwargs)
+        parts = out if isinstance(out, tuple) else (out,)
+        if not all(np.all(np.isfinite(p)) for p in parts):
+            raise DerivativeError(
+                f"{kwargs.get('call', fn.__name__ + '()')}: the derivative overflows double "
+                "precision at this solution (entries beyond about 1e308)")
+        return out
+    return wrapper  # type: ignore[return-value]
 
 
 def check_differentiable(point: Point, call: str) -> None:
@@ -130,6 +156,7 @@ def _scatter(idx: IntArray, values: FloatArray, shape: tuple[int, ...]) -> Float
     return out
 
 
+@_quiet
 def tangent(point: Point, dtheta: FloatArray, call: str = "derivative()"
             ) -> tuple[FloatArray, FloatArray]:
     """Forward mode: (dx, dy) along dθ̃ (dθ̃[0] = 0); dy covers all rows of M.
@@ -149,6 +176,7 @@ def tangent(point: Point, dtheta: FloatArray, call: str = "derivative()"
     return dz[:n], dy
 
 
+@_quiet
 def adjoint(point: Point, gx: FloatArray, gy: FloatArray, call: str = "backward()"
             ) -> FloatArray:
     """Reverse mode: dℓ/dθ̃ for ∂ℓ/∂x = gx and ∂ℓ/∂y = gy (all rows of M).
@@ -169,6 +197,7 @@ def adjoint(point: Point, gx: FloatArray, gy: FloatArray, call: str = "backward(
     return -_dF_adjoint(point.problem, point.x, point.y, omega[:n], wy)
 
 
+@_quiet
 def adjoint_block(problem: CompiledProblem, fact: Factorization, rows: IntArray,
                   X: FloatArray, Y: FloatArray, GX: FloatArray, GY: FloatArray,
                   call: str = "backward()") -> FloatArray:
@@ -184,6 +213,7 @@ def adjoint_block(problem: CompiledProblem, fact: Factorization, rows: IntArray,
     return -_dF_adjoint(problem, X, Y, Omega[:n], WY)
 
 
+@_quiet
 def objective_gradient(point: Point) -> FloatArray:
     """∂f*/∂θ̃ of the compiled optimal value, by the envelope theorem (no solve).
 
@@ -200,6 +230,7 @@ def objective_gradient(point: Point) -> FloatArray:
     return grad
 
 
+@_quiet
 def jacobian(point: Point, out: IntArray, columns: IntArray,
              call: str = "jacobian()") -> FloatArray:
     """d(x, y)[out]/dθ̃[columns], by forward or reverse passes, whichever are fewer.

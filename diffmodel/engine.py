@@ -130,9 +130,10 @@ class Engine:
         SolverError
             If there is no accepted optimal point.
         """
-        data, k_values = self.data(theta)
-        raw = self.backend(solver).solve(data, k_values)
-        value = _finite_value(self.value(data, raw.x, raw.y))
+        with np.errstate(all="ignore"):  # non-finite results are caught explicitly
+            data, k_values = self.data(theta)
+            raw = self.backend(solver).solve(data, k_values)
+            value = _finite_value(self.value(data, raw.x, raw.y))
         theta = theta.copy()
         theta.flags.writeable = False
         return Point(self.problem, theta, data, raw, value, solver)
@@ -149,6 +150,11 @@ class Engine:
         SolverError
             With ``on_error="raise"``, for the first failing item, naming its index.
         """
+        with np.errstate(all="ignore"):  # non-finite results are caught explicitly
+            return self._solve_batch(thetas, solver, on_error)
+
+    def _solve_batch(self, thetas: FloatArray, solver: str,
+                     on_error: Literal["raise", "record"]) -> BatchResult:
         problem = self.problem
         size = thetas.shape[1]
         n, m = problem.n, problem.layout.rows

@@ -37,6 +37,10 @@ __all__ = ["QuadTerm", "objective_terms", "check_convex_objective", "is_selectio
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
+# Atoms that make a term quadratic even where CVXPY calls the expression
+# affine (``0 * sum_squares(x)`` is affine by CVXPY's sign rules).
+_QUADRATIC_ATOMS = (QuadForm, quad_over_lin, Power, Pnorm)
+
 
 @dataclass(frozen=True)
 class QuadTerm:
@@ -84,7 +88,7 @@ def objective_terms(
     linear: list[Affine],
 ) -> None:
     """Split ``factor * expr`` into quadratic terms and affine parts."""
-    if expr.is_affine():
+    if expr.is_affine() and not _atoms(expr, _QUADRATIC_ATOMS):
         a = w.affine(expr)
         if a.size != 1:
             raise ModelError(f"objective: {describe(expr)} is not scalar")

@@ -1,0 +1,274 @@
+"""The object model: threads, pickles, copies, solutions that own their derivatives,
+arrays owned by the caller, and a pipeline whose imports flow one way."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import pickle
+import threading
+from pathlib import Path
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import diffmodel as dm
+
+PACKAGE = Path(dm.__file__).resolve().parent
+
+
+def _model() -> dm.Model:
+    """A model whose K depends on a parameter (A), so solves refactor."""
+    x = cp.Variable(6, name="x")
+    A = cp.Parameter((2, 6), name="A")
+    b = cp.Parameter(2, name="b")
+    q = cp.Parameter(6, name="q")
+    return dm.Model(cp.Minimize(0.5 * cp.sum_squares(x) + q @ x), {"bal": A @ x == b})
+
+
+def _values(i: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(i)
+    return {"A": rng.standard_normal((2, 6)) + np.eye(2, 6) * 3, "b": rng.standard_normal(2),
+            "q": rng.standard_normal(6)}
+
+
+def _run(model: dm.Model, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    sol = model.solve(**_values(i))
+    grads = sol.backward({"x": np.arange(6.0)}, dual={"bal": np.ones(2)})
+    return np.array(sol.primal["x"]), grads
+
+
+# ------------------------------------------------------------------ threads
+
+
+def test_one_model_from_eight_threads_matches_serial() -> None:
+    model = _model()
+    cases = 300
+    serial = [_run(_model(), i % 17) for i in range(17)]
+    errors: list[BaseException] = []
+    worst = [0.0]
+
+    def work(thread: int) -> None:
+        try:
+            for k in range(cases):
+                i = (thread * 7 + k) % 17
+                x, grads = _run(model, i)
+                ref_x, ref_grads = serial[i]
+                err = max(float(np.max(np.abs(x - ref_x))),
+                          *(float(np.max(np.abs(grads[n] - ref_grads[n]))) for n in grads))
+                worst[0] = max(worst[0], err)
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert worst[0] <= 1e-12
+
+
+def test_a_solution_keeps_its_own_derivatives_after_other_solves() -> None:
+    model = _model()
+    first = model.solve(**_values(0))
+    expected = first.backward({"x": np.ones(6)})
+    expected_dz = first.derivative({"b": np.ones(2)})
+    for i in range(1, 6):
+        model.solve(**_values(i))
+    grads = first.backward({"x": np.ones(6)})
+    dz = first.derivative({"b": np.ones(2)})
+    reference = _model().solve(**_values(0)).backward({"x": np.ones(6)})
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], expected[name])
+        np.testing.assert_allclose(grads[name], reference[name], rtol=1e-13, atol=1e-14)
+    for name in dz:
+        np.testing.assert_array_equal(dz[name], expected_dz[name])
+
+
+# --------------------------------------------------------- pickles, copies
+
+
+def test_pickled_model_and_solution_give_identical_answers() -> None:
+    model = _model()
+    sol = model.solve(**_values(3))
+    clone = pickle.loads(pickle.dumps(model))
+    again = clone.solve(**_values(3))
+    np.testing.assert_array_equal(again.primal["x"], sol.primal["x"])
+    for name, grad in sol.backward({"x": np.ones(6)}).items():
+        np.testing.assert_array_equal(again.backward({"x": np.ones(6)})[name], grad)
+    # A solution pickles without its factorization and rebuilds it to differentiate.
+    restored = pickle.loads(pickle.dumps(sol))
+    np.testing.assert_array_equal(restored.primal["x"], sol.primal["x"])
+    for name, grad in sol.backward({"x": np.ones(6)}).items():
+        np.testing.assert_allclose(restored.backward({"x": np.ones(6)})[name], grad,
+                                   rtol=1e-14, atol=1e-15)
+    # The restored model solves by name with the parameters' values it was pickled with.
+    assert set(clone.parameters) == {"A", "b", "q"}
+    np.testing.assert_array_equal(clone.solve().primal["x"], sol.primal["x"])
+
+
+def test_pickle_is_small_and_carries_no_cvxpy_tree() -> None:
+    x = cp.Variable(200, name="x")
+    A = cp.Parameter((50, 200), name="A")
+    b = cp.Parameter(50, name="b")
+    model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"eq": A @ x == b})
+    blob = pickle.dumps(model)
+    assert b"cvxpy.atoms" not in blob and b"cvxpy.constraints" not in blob
+    # The maps hold one coefficient per entry of A: about 12 bytes each, plus names.
+    assert len(blob) < 40 * 50 * 200
+
+
+def test_copies_are_independent() -> None:
+    # The reproduction of the issue: after the original re-solves, the copy's
+    # gradients must still be its own.
+    x = cp.Variable(2, name="x")
+    a = cp.Parameter(name="a")
+    q = cp.Parameter(2, name="q")
+    model = dm.Model(cp.Minimize(cp.sum_squares(x) + q @ x), {"c": a * cp.sum(x) == 1})
+    model.solve(a=1.0, q=np.array([0.5, -1.0]))
+    for clone in (copy.copy(model), copy.deepcopy(model)):
+        expected = clone.backward({"x": np.ones(2)})
+        model.solve(a=3.0, q=np.array([2.0, 1.0]))
+        got = clone.backward({"x": np.ones(2)})
+        for name in got:
+            np.testing.assert_array_equal(got[name], expected[name])
+        clone.solve(a=2.0)
+        model.solve(a=1.0, q=np.array([0.5, -1.0]))
+        assert clone.solution is not None and clone.solution.value != model.solution.value
+
+
+def test_backward_batch_does_not_drop_the_last_solve() -> None:
+    x = cp.Variable(2, name="x")
+    a = cp.Parameter(name="a")
+    q = cp.Parameter(2, name="q")
+    model = dm.Model(cp.Minimize(cp.sum_squares(x) + q @ x), {"c": a * cp.sum(x) == 1})
+    model.solve(a=1.0, q=[0.0, 0.0])
+    model.solve_batch(q=np.zeros((3, 2)))
+    model.solve(a=2.0)
+    model.backward_batch({"x": np.ones(2)})
+    grads = model.backward({"x": np.ones(2)})
+    # x = (1/(2a), 1/(2a)): ℓ = sum(x) = 1/a, dℓ/da = −1/a² = −0.25.
+    assert grads["a"] == pytest.approx(-0.25, rel=1e-14)
+
+
+def test_returned_arrays_are_owned_by_the_caller() -> None:
+    model = _model()
+    sol = model.solve(**_values(1))
+    before = sol.backward({"x": np.ones(6)})
+    with pytest.raises(ValueError, match="read-only"):
+        sol.primal["x"][:] -= 1
+    kept = sol.primal["x"].copy()
+    mine = sol.primal["x"].copy()
+    mine -= 1
+    grads = sol.backward({"x": np.ones(6)})
+    grads["A"][:] = 0.0  # fresh arrays: changing them changes nothing else
+    after = sol.backward({"x": np.ones(6)})
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    model.variables["x"].value[:] = 0.0  # the CVXPY side effect is a copy
+    np.testing.assert_array_equal(sol.primal["x"], kept)
+
+
+# ------------------------------------------------------------- import graph
+
+#: Layers from the bottom up: a module may import only modules of lower or
+#: equal rank (equal: within its own package).
+LAYERS: dict[str, int] = {
+    "errors": 0, "tolerances": 0,
+    "linalg": 1,
+    "compiled": 2,
+    "canon": 3, "solvers": 3,
+    "point": 4, "diff": 5, "engine": 5,
+    "_validation": 1, "_packing": 6,
+    "solution": 7, "analysis": 8,
+    "model": 9, "check": 10, "testing": 10,
+    "cli": 11, "torch": 11, "jax": 11, "parallel": 11, "__main__": 12, "__init__": 12,
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    return ".".join(rel.parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of diffmodel imported by a file (absolute dotted names), at any depth."""
+    tree = ast.parse(path.read_text())
+    name = _module_name(path)
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    if path.name == "__init__.py" and name == "__init__":
+        package = []
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                if node.module and node.module.startswith("diffmodel"):
+                    found.add(node.module.removeprefix("diffmodel").lstrip(".") or "__init__")
+                continue
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            if node.module is None:
+                found.update(".".join([*base, alias.name]) for alias in node.names)
+            else:
+                found.add(target)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("diffmodel."):
+                    found.add(alias.name.removeprefix("diffmodel."))
+    return {f for f in found if f}
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
+    modules = {_module_name(p): p for p in files}
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        targets = set()
+        for target in _imports(path):
+            while target and target not in modules and target + ".__init__" not in modules:
+                target = target.rpartition(".")[0]
+            if target:
+                targets.add(target if target in modules else target + ".__init__")
+        graph[mod] = targets - {mod}
+    return graph
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_imports_respect_the_layers() -> None:
+    graph = _graph()
+    for module, targets in graph.items():
+        top = _top(module)
+        assert top in LAYERS, f"{module} has no layer: add it to LAYERS"
+        for target in targets:
+            other = _top(target)
+            if other == top:
+                continue
+            assert LAYERS[other] <= LAYERS[top], (
+                f"{module} (layer {LAYERS[top]}) imports {target} (layer {LAYERS[other]})")
+
+
+def test_imports_have_no_cycle() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
