@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from ._typing import FloatArray, IntArray
 from ._validation import ParamSpec, check_array, check_names, check_parameter_value
 from .compiled import Block, Layout
 from .errors import ModelError
 
 __all__ = ["Packer"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 def _readonly(arr: FloatArray) -> FloatArray:
@@ -211,7 +210,7 @@ class Packer:
             if not (type(value) is np.ndarray and value.dtype == np.float64
                     and value.shape == block.shape and np.isfinite(value).all()):
                 value = check_array(value, block.shape, what)
-            block.put(target, value, shift)  # type: ignore[arg-type]
+            block.put(target, np.asarray(value, dtype=np.float64), shift)
             return
         arr = np.asarray(value, dtype=np.float64) if not isinstance(value, np.ndarray) else value
         if arr.shape == block.shape:

@@ -6,13 +6,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from ._typing import FloatArray
 from .errors import ModelError
 
 __all__ = ["ParamSpec", "check_array", "check_names", "check_parameter_value"]
 
-FloatArray = NDArray[np.float64]
 
 #: Relative tolerance of the symmetry and semidefiniteness checks of values.
 _ATTR_TOL = 1e-10
@@ -110,8 +110,8 @@ def _check_attributes(spec: ParamSpec, arr: FloatArray, label: str) -> None:
                          "0 or 1")
     bounds = attr("bounds")
     if bounds is not None:
-        low, high = (np.broadcast_to(np.asarray(b, dtype=float), arr.shape)
-                     if b is not None else None for b in bounds)  # type: ignore[union-attr]
+        low, high = (None if b is None else np.broadcast_to(np.asarray(b, dtype=float), arr.shape)
+                     for b in _pair(bounds))  # type: FloatArray | None, FloatArray | None
         if (low is not None and np.any(arr < low)) or (high is not None and np.any(arr > high)):
             raise ModelError(f"{label}: the value lies outside the declared bounds")
     if arr.ndim == 2 and any(attr(k) for k in ("symmetric", "PSD", "NSD", "diag")):
@@ -130,6 +130,13 @@ def _check_attributes(spec: ParamSpec, arr: FloatArray, label: str) -> None:
                 raise ModelError(
                     f"{label}: declared {'PSD' if attr('PSD') else 'NSD'}=True, but the value "
                     f"is not {kind} semidefinite (eigenvalue {sign * worst:.3g})")
+
+
+def _pair(bounds: object) -> tuple[object, object]:
+    """CVXPY's ``bounds`` attribute: a pair (lower, upper), either possibly None."""
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+        raise ModelError(f"unsupported parameter bounds {bounds!r}: expected (lower, upper)")
+    return bounds[0], bounds[1]
 
 
 def check_names(given: Iterable[str], known: Mapping[str, object], kind: str,

@@ -18,7 +18,8 @@ parameter's magnitude).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from numpy.typing import NDArray
 
+from ._typing import FloatArray, IntArray
 from ._validation import ParamSpec
 from .compiled import CompiledProblem
 from .errors import ModelError
@@ -38,8 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["GradientCheck", "GradientCheckRow", "check_gradients"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -278,29 +277,26 @@ class _Reference:
         problem, rows, n = self.problem, self.rows, self.problem.n
         data = problem.data(theta)
         C = problem.M_matrix(data)[rows]
-        K = sp.bmat([[problem.P_matrix(data), C.T], [C, None]], format="csc")
+        K = sp.csr_matrix(sp.bmat([[problem.P_matrix(data), C.T], [C, None]]))
         rhs = np.concatenate([-data.q, data.c[rows]])
         # A simple symmetric diagonal scaling (one Jacobi step, not equilibration).
-        d = np.asarray(abs(K).max(axis=1).todense()).ravel()
-        d = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
-        Ks = sp.diags(d) @ K @ sp.diags(d)
+        row_max = np.asarray(abs(K).max(axis=1).toarray(), dtype=np.float64).ravel()
+        d = 1.0 / np.sqrt(np.where(row_max > 0, row_max, 1.0))
+        Ks = sp.csr_matrix(sp.diags(d) @ K @ sp.diags(d))
+        # Residuals in extended precision, corrections with the factored matrix.
+        exact = sp.csr_matrix((Ks.data.astype(np.longdouble), Ks.indices, Ks.indptr),
+                              shape=Ks.shape)
+        solve: Callable[[FloatArray], FloatArray]
         if K.shape[0] <= self.DENSE:
-            dense = Ks.toarray()
-            lu = scipy.linalg.lu_factor(dense)
-            solve = lambda r: scipy.linalg.lu_solve(lu, r)  # noqa: E731
-            exact = dense.astype(np.longdouble)
+            lu = scipy.linalg.lu_factor(Ks.toarray())
+            solve = functools.partial(scipy.linalg.lu_solve, lu)
         else:
-            lu_sparse = spla.splu(sp.csc_matrix(Ks))
-            solve = lu_sparse.solve
-            exact = None
+            solve = spla.splu(sp.csc_matrix(Ks)).solve
         rs = rhs * d
-        z = solve(rs)
+        z = np.asarray(solve(rs), dtype=np.float64)
         for _ in range(3):
-            if exact is not None:
-                res = np.asarray(rs.astype(np.longdouble) - exact @ z.astype(np.longdouble),
-                                 dtype=np.float64)
-            else:
-                res = rs - Ks @ z
-            z = z + solve(res)
+            res = np.asarray(rs.astype(np.longdouble) - exact @ z.astype(np.longdouble),
+                             dtype=np.float64)
+            z = z + np.asarray(solve(res), dtype=np.float64)
         z = z * d
         return z[:n], z[n:]

@@ -24,7 +24,8 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import NDArray
+
+from ._typing import FloatArray, IntArray
 
 __all__ = [
     "Block", "ConstraintBlock", "Layout", "LinearMap", "ParametricMatrix",
@@ -32,8 +33,6 @@ __all__ = [
     "coefficients_to_vector",
 ]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 #: Maps with at most this many entries (rows × columns) are applied densely:
 #: for small models a dense product is several times faster than a sparse one.
@@ -71,7 +70,7 @@ class Block:
     def take_batch(self, block: FloatArray, shift: int = 0) -> FloatArray:
         """The object's entries in each column of ``block`` (N, B): shape (B, *shape)."""
         rows = block[shift + self.offset: shift + self.stop]
-        return rows.T.reshape((block.shape[1], *self.shape), order="F")
+        return np.asarray(rows.T.reshape((block.shape[1], *self.shape), order="F"))
 
     def put(self, vector: FloatArray, value: FloatArray, shift: int = 0) -> None:
         """Write ``value`` (shaped like the object) into ``vector[shift:]``."""
@@ -140,8 +139,8 @@ class LinearMap:
     small, so that applying it costs as little as possible either way.
     """
 
-    def __init__(self, matrix: sp.spmatrix) -> None:
-        self.matrix = sp.csr_matrix(matrix)
+    def __init__(self, matrix: sp.csr_matrix) -> None:
+        self.matrix = matrix
         self.shape: tuple[int, int] = self.matrix.shape
         self._dense = self.shape[0] * self.shape[1] <= DENSE_LIMIT
         self._fwd: FloatArray | sp.csr_matrix = (

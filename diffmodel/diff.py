@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
-from numpy.typing import NDArray
 
+from ._typing import FloatArray, IntArray
 from .compiled import CompiledProblem, LinearMap
 from .errors import DerivativeError
 from .linalg import Factorization
@@ -43,8 +43,6 @@ from .tolerances import BACKWARD_TOL
 __all__ = ["tangent", "adjoint", "adjoint_block", "objective_gradient", "jacobian",
            "check_differentiable", "JACOBIAN_CHUNK"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 #: Right-hand sides per block in :func:`jacobian` (bounds its working memory).
 JACOBIAN_CHUNK = 256
@@ -101,7 +99,10 @@ def _dF_times(problem: CompiledProblem, x: FloatArray, y: FloatArray,
     P, M = problem.P, problem.M
 
     def apply(lmap: LinearMap) -> FloatArray:
-        return lmap.columns(columns) if columns is not None else lmap.apply(dtheta)
+        if columns is not None:
+            return lmap.columns(columns)
+        assert dtheta is not None  # one of the two is given (internal contract)
+        return lmap.apply(dtheta)
 
     gx = apply(problem.q.map)
     gr = -apply(problem.c.map)
@@ -150,7 +151,7 @@ def _rows(v: FloatArray, idx: IntArray) -> FloatArray:
 def _scatter(idx: IntArray, values: FloatArray, shape: tuple[int, ...]) -> FloatArray:
     """out[idx[e]] += values[e] (per column for blocks)."""
     if values.ndim == 1:
-        return np.bincount(idx, values, minlength=shape[0])
+        return np.bincount(idx, values, minlength=shape[0]).astype(np.float64, copy=False)
     out = np.zeros(shape)
     np.add.at(out, idx, values)
     return out

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from numpy.typing import NDArray
 
+from ._typing import FloatArray, IntArray
 from .compiled import CompiledProblem, ProblemData
 from .errors import ModelError, SolverError
 from .linalg import Factorization
@@ -27,8 +27,6 @@ from .solvers.base import STATUS_OPTIMAL
 
 __all__ = ["Engine", "BatchResult"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import cvxpy as cp
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from ._packing import Packer
+from ._typing import FloatArray
 from ._validation import ParamSpec
 from .canon import canonicalize
 from .compiled import CompiledProblem
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Model", "RESERVED_NAMES"]
 
-FloatArray = NDArray[np.float64]
 
 #: Keyword options of solve / solve_batch; no parameter may carry these names.
 RESERVED_NAMES = ("solver", "executor", "chunk_size", "on_error", "progress")
@@ -50,11 +49,12 @@ def _as_constraint_dict(
 
 
 def _spec(name: str, param: cp.Parameter) -> ParamSpec:
-    attrs = tuple((key, True) for key in _VALUE_ATTRS if param.attributes.get(key))
+    attrs: list[tuple[str, object]] = [(key, True) for key in _VALUE_ATTRS
+                                       if param.attributes.get(key)]
     bounds = param.attributes.get("bounds")
     if bounds is not None:
-        attrs = (*attrs, ("bounds", tuple(bounds)))
-    return ParamSpec(name, tuple(param.shape), attrs)
+        attrs.append(("bounds", bounds))
+    return ParamSpec(name, tuple(param.shape), tuple(attrs))
 
 
 class Model:

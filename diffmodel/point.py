@@ -6,17 +6,13 @@ import dataclasses
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-from numpy.typing import NDArray
-
+from ._typing import FloatArray, IntArray
 from .compiled import CompiledProblem, ProblemData
 from .linalg import Factorization, KKTPattern
 from .solvers.base import RawSolution
 
 __all__ = ["Point"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 @dataclass(frozen=True, eq=False)

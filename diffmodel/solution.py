@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from ._packing import Packer
+from ._typing import FloatArray
 from .diff import adjoint, adjoint_block, jacobian, objective_gradient, tangent
 from .engine import BatchResult, Engine
 from .errors import SolverError
@@ -29,8 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Solution", "BatchSolution"]
 
-FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
 
 
 def _shapes(d: Mapping[str, FloatArray]) -> str:

@@ -176,7 +176,7 @@ def test_returned_arrays_are_owned_by_the_caller() -> None:
 #: Layers from the bottom up: a module may import only modules of lower or
 #: equal rank (equal: within its own package).
 LAYERS: dict[str, int] = {
-    "errors": 0, "tolerances": 0,
+    "errors": 0, "tolerances": 0, "_typing": 0,
     "linalg": 1,
     "compiled": 2,
     "canon": 3, "solvers": 3,

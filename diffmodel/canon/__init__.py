@@ -22,26 +22,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import cvxpy as cp
 import numpy as np
 from cvxpy.constraints.nonpos import Inequality, NonNeg, NonPos
 from cvxpy.constraints.zero import Equality, Zero
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..compiled import (
-    Block, CompiledProblem, ConstraintBlock, Layout, coefficients_to_matrix,
+    Block,
+    CompiledProblem,
+    ConstraintBlock,
+    Layout,
+    coefficients_to_matrix,
     coefficients_to_vector,
 )
 from ..errors import ModelError
 from .affine import INT, Affine, Walker, describe
-from .objective import QuadTerm, check_convex_objective, expand_quadratic, is_selection, \
-    objective_terms
+from .objective import (
+    QuadTerm,
+    check_convex_objective,
+    expand_quadratic,
+    is_selection,
+    objective_terms,
+)
 
 __all__ = ["Canonical", "canonicalize"]
 
-IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float64]
 
 # Variable attributes that imply constraints diffmodel does not support.
 _UNSUPPORTED_VAR_ATTRS = (
@@ -92,7 +100,7 @@ def _check_variables(variables: Mapping[str, cp.Variable]) -> None:
             )
 
 
-def _constraint_kind(name: object, con: object, inequalities: bool) -> str:
+def _constraint_kind(name: object, con: object, inequalities: bool) -> Literal["eq", "ineq"]:
     """``"eq"`` or ``"ineq"``; a ModelError for anything else."""
     if not isinstance(name, str) or not name:
         raise ModelError(f"constraint names must be non-empty strings, got {name!r}")
@@ -206,8 +214,12 @@ def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp
     return Canonical(compiled, dict(variables), dict(parameters))
 
 
-def _cat(parts: list[IntArray] | list[FloatArray], dtype: type) -> NDArray[np.generic]:
-    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+def _cat_int(parts: list[IntArray]) -> IntArray:
+    return np.concatenate(parts).astype(INT) if parts else np.zeros(0, dtype=INT)
+
+
+def _cat_float(parts: list[FloatArray]) -> FloatArray:
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
 def _assemble(layout: Layout, n_user: int,
@@ -217,8 +229,8 @@ def _assemble(layout: Layout, n_user: int,
     """The parametric maps of P, q, r, M = [A; G] and c = [b; h]."""
     n, n_theta, m_eq = layout.n, layout.n_theta, layout.m_eq
     P = coefficients_to_matrix(
-        _cat([t[0] for t in P_parts], INT), _cat([t[1] for t in P_parts], INT),
-        _cat([t[2] for t in P_parts], INT), _cat([t[3] for t in P_parts], float),
+        _cat_int([t[0] for t in P_parts]), _cat_int([t[1] for t in P_parts]),
+        _cat_int([t[2] for t in P_parts]), _cat_float([t[3] for t in P_parts]),
         (n, n), n_theta, by_columns=True)
     lin = Affine.concat((), linear, [0] * len(linear))
     has_x = lin.v > 0
@@ -227,7 +239,8 @@ def _assemble(layout: Layout, n_user: int,
     q = coefficients_to_vector(lin.v[has_x] - 1, lin.p[has_x], lin.val[has_x], n, n_theta)
     r_p = np.asarray(lin.p[~has_x], dtype=INT)
     r_index, r_inverse = np.unique(r_p, return_inverse=True)
-    r_value = np.bincount(r_inverse, lin.val[~has_x], minlength=r_index.shape[0])
+    r_value = np.bincount(r_inverse, lin.val[~has_x],
+                          minlength=r_index.shape[0]).astype(np.float64)
     eq = Affine.concat((m_eq,), [g for g, _ in rows["eq"]], [o for _, o in rows["eq"]])
     ineq = Affine.concat((layout.m_ineq,), [g for g, _ in rows["ineq"]],
                          [o for _, o in rows["ineq"]])

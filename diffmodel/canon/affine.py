@@ -14,6 +14,7 @@ Vectorization is column-major (Fortran order) throughout, as in CVXPY.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cvxpy as cp
 import numpy as np
@@ -33,15 +34,13 @@ from cvxpy.atoms.affine.transpose import transpose
 from cvxpy.atoms.affine.unary_operators import NegExpression
 from cvxpy.atoms.affine.vstack import Vstack
 from cvxpy.atoms.affine.wraps import Wrap
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..errors import ModelError
 
 __all__ = ["Affine", "Walker", "INT", "broadcast", "describe", "pairs", "size_of"]
 
 INT = np.int64
-IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float64]
 
 def describe(expr: object, limit: int = 70) -> str:
     # CVXPY prints some atoms by their implementation class ("PnormApprox").
@@ -119,8 +118,8 @@ class Affine:
 
 def _constant_affine(value: object, shape: tuple[int, ...]) -> Affine:
     """Entries of a constant (dense or sparse) in column-major order."""
-    if sp.issparse(value):
-        coo = sp.coo_matrix(value)
+    if isinstance(value, (sp.spmatrix, sp.sparray)):
+        coo = sp.coo_matrix(value)  # type: ignore[call-overload]  # any SciPy sparse input
         nrows = coo.shape[0]
         flat = coo.row.astype(INT) + nrows * coo.col.astype(INT)
         data = np.asarray(coo.data, dtype=float)
@@ -308,7 +307,7 @@ def _h_transpose(w: Walker, expr: transpose) -> Affine:
 def _h_reshape(w: Walker, expr: reshape) -> Affine:
     a = w.affine(expr.args[0])
     shape = tuple(expr.shape)
-    order = getattr(expr, "order", "F") or "F"
+    order: Literal["C", "F"] = "C" if getattr(expr, "order", "F") == "C" else "F"
     flat = _flat_index(a.shape).ravel(order=order)
     sel = flat.reshape(shape, order=order).ravel(order="F")
     return _apply_linear(_selection(sel, a.size), a, shape)
@@ -325,7 +324,7 @@ def _h_sum(w: Walker, expr: Sum) -> Affine:
     if axis is None:
         out_of_in = np.zeros(a.size, dtype=INT)
     else:
-        axes = (axis,) if np.isscalar(axis) else tuple(axis)
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
         kept = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
         out_of_in = np.broadcast_to(
             np.arange(size_of(kept), dtype=INT).reshape(kept, order="F"), a.shape
@@ -384,7 +383,7 @@ def _h_trace(w: Walker, expr: Trace) -> Affine:
 
 def _as_matrix_shape(shape: tuple[int, ...], *, left: bool) -> tuple[int, int]:
     if len(shape) == 2:
-        return shape  # type: ignore[return-value]
+        return shape[0], shape[1]
     if len(shape) == 1:
         return (1, shape[0]) if left else (shape[0], 1)
     return (1, 1)
@@ -400,12 +399,12 @@ def _h_matmul(w: Walker, expr: MulExpression) -> Affine:
     shape = tuple(expr.shape)
     if not left.has_params and not left.has_vars:
         ML = sp.csc_matrix((left.val, (left.row % a, left.row // a)), shape=(a, b))
-        M = ML if c == 1 else sp.kron(sp.identity(c, format="csc"), ML, format="csc")
-        return _apply_linear(sp.csc_matrix(M), right, shape)
+        M_left = ML if c == 1 else sp.kron(sp.identity(c, format="csc"), ML, format="csc")
+        return _apply_linear(sp.csc_matrix(M_left), right, shape)
     if not right.has_params and not right.has_vars:
         MR = sp.csc_matrix((right.val, (right.row % b, right.row // b)), shape=(b, c))
-        M = MR.T if a == 1 else sp.kron(MR.T, sp.identity(a, format="csc"))
-        return _apply_linear(sp.csc_matrix(M), left, shape)
+        M_right = MR.T if a == 1 else sp.kron(MR.T, sp.identity(a, format="csc"))
+        return _apply_linear(sp.csc_matrix(M_right), left, shape)
     il, ir = pairs(left.row // a, right.row % b, b)
     rows = (left.row[il] % a) + a * (right.row[ir] // b)
     return w.product(left, right, il, ir, rows, shape, expr)

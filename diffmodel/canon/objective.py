@@ -26,16 +26,14 @@ from cvxpy.atoms.elementwise.power import Power
 from cvxpy.atoms.pnorm import Pnorm
 from cvxpy.atoms.quad_form import QuadForm
 from cvxpy.atoms.quad_over_lin import quad_over_lin
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..errors import ModelError
 from .affine import INT, Affine, Walker, broadcast, describe, pairs
 
 __all__ = ["QuadTerm", "objective_terms", "check_convex_objective", "is_selection",
            "expand_quadratic"]
 
-IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float64]
 
 # Atoms that make a term quadratic even where CVXPY calls the expression
 # affine (``0 * sum_squares(x)`` is affine by CVXPY's sign rules).
@@ -244,7 +242,8 @@ def _assume_psd_forms(expr: cp.Expression) -> cp.Expression:
         return QuadForm(expr.args[0], psd_wrap(expr.args[1]))
     if not expr.args:
         return expr
-    return expr.copy([_assume_psd_forms(arg) for arg in expr.args])
+    copied: cp.Expression = expr.copy([_assume_psd_forms(arg) for arg in expr.args])
+    return copied
 
 
 def _atoms(expr: cp.Expression, cls: type | tuple[type, ...]) -> list[cp.Expression]:
@@ -278,21 +277,23 @@ def expand_quadratic(u: Affine, W: Affine,
         var[u.row] = u.v - 1
         coef[u.row] = u.val
         k = W.row % N
-        ci = var[k]
+        ci: IntArray = var[k]
         val = coef[k] * W.val
         del k
         l_ = W.row // N
-        cj = var[l_]
+        cj: IntArray = var[l_]
         val *= coef[l_]
         del l_
         # W_kl contributes val at (i, j) and at (j, i): once to the upper
         # triangle, or twice on the diagonal.
         val[ci == cj] *= 2.0
-        return np.minimum(ci, cj), np.maximum(ci, cj), W.p, val
+        first: IntArray = np.minimum(ci, cj)
+        second: IntArray = np.maximum(ci, cj)
+        return first, second, W.p, val
     k_w = W.row % N
     l_w = W.row // N
-    xpart = u.take(u.v > 0)
-    cpart = u.take(u.v == 0)
+    xpart = u.take(np.flatnonzero(u.v > 0))
+    cpart = u.take(np.flatnonzero(u.v == 0))
     # P: for each W entry (k, l), pair C[k, i] with C[l, j].
     ik, iw = pairs(xpart.row, k_w, N)
     jl, jw = pairs(l_w[iw], xpart.row, N)

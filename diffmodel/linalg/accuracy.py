@@ -25,14 +25,13 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..tolerances import EPS
 
 __all__ = ["backward_error", "backward_errors", "inverse_norm_estimate", "ExactResidual",
            "exact_dot"]
 
-FloatArray = NDArray[np.float64]
 
 
 def backward_error(residual: FloatArray, abs_kz: FloatArray, rhs: FloatArray,
@@ -86,7 +85,7 @@ def backward_errors(residual: FloatArray, abs_kz: FloatArray, rhs: FloatArray,
                          np.where(abs_r > 0, np.inf, 0.0))
     w1 = np.max(np.where(small, 0.0, ratio), axis=0, initial=0.0)
     w2 = np.max(np.where(small, ratio, 0.0), axis=0, initial=0.0)
-    return w1 + w2
+    return np.asarray(w1 + w2, dtype=np.float64)
 
 
 def inverse_norm_estimate(solve: Callable[[FloatArray], FloatArray],
@@ -182,8 +181,7 @@ class ExactResidual:
     microseconds per stored entry: it is used only for ill-conditioned systems.
     """
 
-    def __init__(self, indptr: NDArray[np.int64], indices: NDArray[np.int64],
-                 data: FloatArray) -> None:
+    def __init__(self, indptr: IntArray, indices: IntArray, data: FloatArray) -> None:
         dim = indptr.shape[0] - 1
         counts = np.diff(indptr)
         rows = np.repeat(np.arange(dim), counts)

@@ -36,20 +36,32 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import NDArray
 
+from .._typing import FloatArray
 from ..tolerances import (
-    DENSE_MAX_DIM, DENSE_MIN_DENSITY, EPS, EXTRA_TRIGGER, MAX_REFINE, NULL_ITERATIONS,
-    REFINE_STALL, REFINE_TARGET, REGULARIZATION, SINGULAR_COND,
+    DENSE_MAX_DIM,
+    DENSE_MIN_DENSITY,
+    EPS,
+    EXTRA_TRIGGER,
+    MAX_REFINE,
+    NULL_ITERATIONS,
+    REFINE_STALL,
+    REFINE_TARGET,
+    REGULARIZATION,
+    SINGULAR_COND,
 )
-from .accuracy import ExactResidual, backward_error, backward_errors, inverse_norm_estimate
+from .accuracy import (
+    ExactResidual,
+    backward_error,
+    backward_errors,
+    inverse_norm_estimate,
+)
 from .kernels import DenseEigen, DenseLDL, Kernel, RegularizedLDL, SolverPool, SparseLU
 from .kkt import KKTPattern
 from .scaling import row_max, ruiz
 
 __all__ = ["Factorization", "Refined", "SolverPool"]
 
-FloatArray = NDArray[np.float64]
 
 #: Each rung of the sparse ladder divides δ by this.
 _DELTA_STEP = 1e-4
@@ -391,4 +403,4 @@ class Factorization:
         out = null * self.scale[:, None]
         norms = np.linalg.norm(out, axis=0)
         norms[norms == 0] = 1.0
-        return out / norms
+        return np.asarray(out / norms, dtype=np.float64)

@@ -16,15 +16,14 @@ import numpy as np
 import qdldl
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from numpy.typing import NDArray
 from scipy.linalg import lapack
 
+from .._typing import FloatArray
 from ..tolerances import SINGULAR_COND
 from .kkt import KKTPattern
 
 __all__ = ["Kernel", "SolverPool", "RegularizedLDL", "SparseLU", "DenseLDL", "DenseEigen"]
 
-FloatArray = NDArray[np.float64]
 
 
 class Kernel(Protocol):
@@ -124,7 +123,7 @@ class DenseLDL:
 
     def solve(self, rhs: FloatArray) -> FloatArray:
         x, _ = lapack.dsytrs(self.ldu, self.ipiv, rhs, lower=0)
-        return x
+        return np.asarray(x, dtype=np.float64)
 
     def inertia(self) -> tuple[int, int]:
         """Signs of D: 1×1 pivots by their sign, each 2×2 block one of each."""
@@ -169,9 +168,8 @@ class DenseEigen:
         self.keep = keep
 
     def solve(self, rhs: FloatArray) -> FloatArray:
-        if rhs.ndim == 1:
-            return self.V @ (self.inv * (self.V.T @ rhs))
-        return self.V @ (self.inv[:, None] * (self.V.T @ rhs))
+        inv = self.inv if rhs.ndim == 1 else self.inv[:, None]
+        return np.asarray(self.V @ (inv * (self.V.T @ rhs)), dtype=np.float64)
 
     def inertia(self) -> tuple[int, int]:
         return (int(np.count_nonzero(self.keep & (self.lam > 0))),

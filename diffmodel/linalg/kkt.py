@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import NDArray
+
+from .._typing import FloatArray, IntArray
 
 __all__ = ["KKTPattern"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 def _index_dtype(size: int) -> type:
@@ -117,7 +116,7 @@ class KKTPattern:
         np.cumsum(counts, out=indptr[1:])
         nnz = int(indptr[-1])
         idx = _index_dtype(dim)
-        indices = np.empty(nnz, dtype=idx)
+        indices: IntArray = np.empty(nnz, dtype=idx)
         # P entries: at the start of each column.
         p_pos = indptr[:-1][p_cols] + (np.arange(p_indices.shape[0]) - p_indptr[:-1][p_cols])
         indices[p_pos] = p_indices

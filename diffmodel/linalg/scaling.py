@@ -22,14 +22,12 @@ Each sweep costs O(nnz); a few sweeps suffice.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..tolerances import RUIZ_MAX_ITER, RUIZ_TOL
 
 __all__ = ["ruiz", "row_max"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 def row_max(indptr: IntArray, values: FloatArray, dim: int) -> FloatArray:
@@ -46,7 +44,7 @@ def _power_of_two(x: FloatArray) -> FloatArray:
     """The power of two nearest to each (positive) entry, in log scale."""
     mantissa, exponent = np.frexp(x)  # x = mantissa · 2**exponent, mantissa in [0.5, 1)
     exponent = exponent - (mantissa < np.sqrt(0.5))
-    return np.ldexp(1.0, exponent)
+    return np.asarray(np.ldexp(1.0, exponent), dtype=np.float64)
 
 
 def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray,

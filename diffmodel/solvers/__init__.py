@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..compiled import CompiledProblem
 from ..errors import ModelError
-from .base import Backend, RawSolution, STATUS_OPTIMAL
+from .base import STATUS_OPTIMAL, Backend, RawSolution
 from .cache import KKTCache
 from .direct import DirectKKT
 from .osqp import OSQPBackend

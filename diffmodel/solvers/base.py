@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-from numpy.typing import NDArray
-
+from .._typing import FloatArray, IntArray
 from ..compiled import ProblemData
 from ..linalg import Factorization
 
@@ -21,8 +19,6 @@ STATUS_NONCONVEX = "nonconvex"
 STATUS_INACCURATE = "inaccurate"
 STATUS_ERROR = "solver_error"
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 @dataclass(frozen=True, eq=False)

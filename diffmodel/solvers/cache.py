@@ -14,15 +14,13 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
 from ..linalg import Factorization, KKTPattern, SolverPool
 
 __all__ = ["KKTCache"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 #: Row sets (active sets) whose pattern and latest factorization are kept.
 MAX_ROW_SETS = 8

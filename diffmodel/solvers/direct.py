@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
 from ..linalg import Factorization
@@ -14,8 +14,6 @@ from .verify import accept, check_convex
 
 __all__ = ["DirectKKT", "factor"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 
 def factor(cache: KKTCache, data: ProblemData, k_values: FloatArray, rows: IntArray

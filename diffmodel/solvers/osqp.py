@@ -19,12 +19,16 @@ import threading
 import numpy as np
 import osqp
 import scipy.sparse as sp
-from numpy.typing import NDArray
 
+from .._typing import FloatArray
 from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
 from .base import (
-    STATUS_ERROR, STATUS_INFEASIBLE, STATUS_NONCONVEX, STATUS_UNBOUNDED, RawSolution,
+    STATUS_ERROR,
+    STATUS_INFEASIBLE,
+    STATUS_NONCONVEX,
+    STATUS_UNBOUNDED,
+    RawSolution,
 )
 from .cache import KKTCache
 from .direct import factor
@@ -32,7 +36,6 @@ from .verify import accept
 
 __all__ = ["OSQPBackend", "OSQP_SETTINGS", "STATUS_MAP"]
 
-FloatArray = NDArray[np.float64]
 
 #: Settings for every OSQP solve (tight: the answer is refined and verified after).
 OSQP_SETTINGS: dict[str, object] = {
@@ -124,7 +127,8 @@ class OSQPBackend:
             settings = {**OSQP_SETTINGS, "polishing": self.problem.layout.rows > 0}
             solver.setup(P, data.q, M, lower, upper, **settings)
             ws.solver = solver
-        elif not (np.array_equal(data.P_data, ws.P_data)
+        elif not (ws.P_data is not None and ws.M_data is not None
+                  and np.array_equal(data.P_data, ws.P_data)
                   and np.array_equal(data.M_data, ws.M_data)):
             ws.solver.update(q=data.q, l=lower, u=upper, Px=data.P_data,
                              Ax=data.M_data[self._csc_order])

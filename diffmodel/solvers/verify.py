@@ -21,18 +21,21 @@ taken on the equilibrated system, so none depends on the units of the data:
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 
+from .._typing import FloatArray, IntArray
 from ..compiled import CompiledProblem, Layout, ProblemData
 from ..errors import SolverError
 from ..linalg import Factorization
 from ..tolerances import ACCURACY_TOL, BACKWARD_TOL, CERTIFICATE_TOL
-from .base import STATUS_INACCURATE, STATUS_INFEASIBLE, STATUS_NONCONVEX, STATUS_UNBOUNDED
+from .base import (
+    STATUS_INACCURATE,
+    STATUS_INFEASIBLE,
+    STATUS_NONCONVEX,
+    STATUS_UNBOUNDED,
+)
 
 __all__ = ["check_convex", "accept", "describe_rows"]
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 #: A certificate's right-hand-side (or objective) product must be at least
 #: this fraction of the magnitude of its terms: not a cancellation.
