@@ -22,11 +22,6 @@ __all__ = ["Packer"]
 
 
 
-def _readonly(arr: FloatArray) -> FloatArray:
-    arr.flags.writeable = False
-    return arr
-
-
 class Packer:
     """Validation and (un)packing for one layout.
 
@@ -151,10 +146,10 @@ class Packer:
 
     def solution(self, x: FloatArray, y: FloatArray
                  ) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
-        """Primal arrays by variable name and duals by constraint name (read-only views)."""
-        primal = {name: _readonly(block.take(x)) for name, block in
-                  self.layout.variables.items()}
-        dual = {name: _readonly(block.take(y, shift)) for name, block, shift in self._cons}
+        """Primal arrays by variable name and duals by constraint name: views of x
+        and y, read-only whenever x and y are."""
+        primal = {name: block.take(x) for name, block in self.layout.variables.items()}
+        dual = {name: block.take(y, shift) for name, block, shift in self._cons}
         return primal, dual
 
     def solution_batch(self, X: FloatArray, Y: FloatArray
@@ -174,10 +169,10 @@ class Packer:
         With ``batch=B`` the gradients may carry a leading batch axis (or be
         shared by every item) and the result has B columns.
         """
-        if primal is not None and not isinstance(primal, Mapping):
+        if primal is not None and type(primal) is not dict and not isinstance(primal, Mapping):
             raise ModelError(f"{call}: gradients must be a dict by variable name, e.g. "
                              f"{{'x': dl_dx}}; got {type(primal).__name__}")
-        if dual is not None and not isinstance(dual, Mapping):
+        if dual is not None and type(dual) is not dict and not isinstance(dual, Mapping):
             raise ModelError(f"{call}: dual gradients must be a dict by constraint name; "
                              f"got {type(dual).__name__}")
         layout = self.layout
@@ -192,30 +187,32 @@ class Packer:
                                      f"the gradient for its dual as dual={{{name!r}: ...}}")
                 check_names([name], layout.variables, "variable", call)
                 continue
-            self._put(gx, block, 0, value, f"{call}: gradient for variable '{name}'", batch)
+            self._put(gx, block, 0, value, (call, "gradient for variable", name), batch)
         for name, value in (dual or {}).items():
             cblock = layout.constraints.get(name)
             if cblock is None:
                 check_names([name], layout.constraints, "constraint", call)
                 continue
             shift = 0 if cblock.kind == "eq" else layout.m_eq
-            self._put(gy, cblock, shift, value, f"{call}: gradient for the dual of '{name}'",
-                      batch)
+            self._put(gy, cblock, shift, value, (call, "gradient for the dual of", name), batch)
         return gx, gy
 
     @staticmethod
-    def _put(target: FloatArray, block: Block, shift: int, value: ArrayLike, what: str,
-             batch: int | None) -> None:
+    def _put(target: FloatArray, block: Block, shift: int, value: ArrayLike,
+             label: tuple[str, str, str], batch: int | None) -> None:
+        what = "{}: {} '{}'"
         if batch is None:
-            if not (type(value) is np.ndarray and value.dtype == np.float64
-                    and value.shape == block.shape and np.isfinite(value).all()):
-                value = check_array(value, block.shape, what)
-            block.put(target, np.asarray(value, dtype=np.float64), shift)
+            if (isinstance(value, np.ndarray) and value.dtype == np.float64
+                    and value.shape == block.shape and np.isfinite(value.sum())):
+                arr: FloatArray = value
+            else:
+                arr = check_array(value, block.shape, what.format(*label))
+            block.put(target, arr, shift)
             return
         arr = np.asarray(value, dtype=np.float64) if not isinstance(value, np.ndarray) else value
         if arr.shape == block.shape:
             arr = np.broadcast_to(arr, (batch, *block.shape))
-        arr = check_array(arr, (batch, *block.shape), what)
+        arr = check_array(arr, (batch, *block.shape), what.format(*label))
         target[shift + block.offset: shift + block.stop] = arr.reshape(
             batch, block.size, order="F").T
 

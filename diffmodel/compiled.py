@@ -20,7 +20,7 @@ pickles compactly. :class:`ProblemData` holds the numbers for one θ.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,8 +64,11 @@ class Block:
         object.__setattr__(self, "stop", self.offset + self.size)
 
     def take(self, vector: FloatArray, shift: int = 0) -> FloatArray:
-        """The object's entries in ``vector[shift:]``, shaped like the object."""
-        return vector[shift + self.offset: shift + self.stop].reshape(self.shape, order="F")
+        """The object's entries in ``vector[shift:]``, shaped like the object (a view)."""
+        part = vector[shift + self.offset: shift + self.stop]
+        if len(self.shape) == 1:
+            return part
+        return part.reshape(self.shape, order="F")
 
     def take_batch(self, block: FloatArray, shift: int = 0) -> FloatArray:
         """The object's entries in each column of ``block`` (N, B): shape (B, *shape)."""
@@ -74,7 +77,8 @@ class Block:
 
     def put(self, vector: FloatArray, value: FloatArray, shift: int = 0) -> None:
         """Write ``value`` (shaped like the object) into ``vector[shift:]``."""
-        vector[shift + self.offset: shift + self.stop] = np.ravel(value, order="F")
+        vector[shift + self.offset: shift + self.stop] = (
+            value if value.ndim <= 1 else value.ravel(order="F"))
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,8 @@ class LinearMap:
 
     def apply(self, x: FloatArray) -> FloatArray:
         """M x (x may be a block of columns)."""
-        return np.asarray(self._fwd @ x)
+        out: FloatArray = self._fwd @ x
+        return out
 
     def apply_adjoint(self, y: FloatArray) -> FloatArray:
         """Mᵀ y (y may be a block of columns)."""
@@ -158,7 +163,8 @@ class LinearMap:
             adj = (np.ascontiguousarray(self._fwd.T) if self._dense
                    else self.matrix.T.tocsr())
             self._adj = adj
-        return np.asarray(adj @ y)
+        out: FloatArray = adj @ y
+        return out
 
     def columns(self, cols: IntArray) -> FloatArray:
         """The columns ``cols`` of M as a dense block: M applied to one-hot directions."""
@@ -248,19 +254,37 @@ class ParametricMatrix:
                          np.diff(self.indptr))
 
 
-@dataclass(frozen=True, eq=False)
-class ProblemData:
+class ProblemData(NamedTuple):
     """The numbers of the QP for one θ (see the module docstring).
 
     ``P_data`` follows the compiled upper-CSC pattern of P, ``M_data`` the CSR
-    pattern of M = [A; G]; ``c`` = [b; h].
+    pattern of M = [A; G]. ``rhs`` = (−q, c) with c = [b; h]: the right-hand
+    side of the KKT system (over all rows), from which ``q`` and ``c`` are read.
     """
 
     P_data: FloatArray
-    q: FloatArray
-    r: float
     M_data: FloatArray
-    c: FloatArray
+    rhs: FloatArray
+    r: float
+    n: int
+
+    @property
+    def q(self) -> FloatArray:
+        """The linear term q (a new array)."""
+        return -self.rhs[: self.n]
+
+    @property
+    def c(self) -> FloatArray:
+        """The constraints' right-hand sides [b; h] (a read-only view)."""
+        view = self.rhs[self.n:]
+        view.flags.writeable = False
+        return view
+
+    @classmethod
+    def from_parts(cls, P_data: FloatArray, M_data: FloatArray, q: FloatArray,
+                   c: FloatArray, r: float) -> ProblemData:
+        return cls(P_data=P_data, M_data=M_data, rhs=np.concatenate([-q, c]), r=r,
+                   n=q.shape[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,6 +306,18 @@ class CompiledProblem:
     c: ParametricVector
     k_theta: IntArray
     p_theta: IntArray
+    f: LinearMap = field(init=False, repr=False)
+    rhs: LinearMap = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # θ̃ → (q, −c) in one product: the linear part f of F(z) = K z + f.
+        f = sp.csr_matrix(sp.vstack([self.q.map.matrix, -self.c.map.matrix]))
+        object.__setattr__(self, "f", LinearMap(f))
+        object.__setattr__(self, "rhs", LinearMap(sp.csr_matrix(-f)))
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (CompiledProblem, (self.layout, self.P, self.q, self.r_index, self.r_value,
+                                  self.M, self.c, self.k_theta, self.p_theta))
 
     @property
     def n(self) -> int:
@@ -304,8 +340,8 @@ class CompiledProblem:
         """The numeric data at θ̃ (reusing P and M data if given)."""
         if k_data is None:
             k_data = (self.P.values(theta), self.M.values(theta))
-        return ProblemData(P_data=k_data[0], q=self.q.values(theta), r=float(self.r(theta)),
-                           M_data=k_data[1], c=self.c.values(theta))
+        r = float(self.r(theta)) if self.r_index.shape[0] else 0.0
+        return ProblemData(k_data[0], k_data[1], self.rhs.apply(theta), r, self.layout.n)
 
     def P_matrix(self, data: ProblemData) -> sp.csc_matrix:
         """The full symmetric P for ``data``."""

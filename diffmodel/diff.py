@@ -61,8 +61,12 @@ def _quiet(fn: _F) -> _F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with np.errstate(all="ignore"):
             out = fn(*args, **kwargs)
-        parts = out if isinstance(out, tuple) else (out,)
-        if not all(np.all(np.isfinite(p)) for p in parts):
+            # NaN and inf survive a sum (a finite sum that overflows is rechecked).
+            if type(out) is tuple:
+                finite = all(np.isfinite(p.sum()) or np.isfinite(p).all() for p in out)
+            else:
+                finite = bool(np.isfinite(out.sum()) or np.isfinite(out).all())
+        if not finite:
             raise DerivativeError(
                 f"{kwargs.get('call', fn.__name__ + '()')}: the derivative overflows double "
                 "precision at this solution (entries beyond about 1e308)")
@@ -81,7 +85,7 @@ def check_differentiable(point: Point, call: str) -> None:
 
 
 def _check_solve(omega: float | FloatArray, call: str) -> None:
-    worst = float(np.max(omega, initial=0.0))
+    worst = omega if isinstance(omega, float) else float(np.max(omega, initial=0.0))
     if not worst <= BACKWARD_TOL:
         raise DerivativeError(
             f"{call}: the derivative system could not be solved to working accuracy "
@@ -104,8 +108,9 @@ def _dF_times(problem: CompiledProblem, x: FloatArray, y: FloatArray,
         assert dtheta is not None  # one of the two is given (internal contract)
         return lmap.apply(dtheta)
 
-    gx = apply(problem.q.map)
-    gr = -apply(problem.c.map)
+    f = apply(problem.f)  # (dq, −dc)
+    n = problem.n
+    gx, gr = f[:n], f[n:]
     if P.dep.shape[0]:
         half = apply(P.dep_map)
         half[P.dep_diag] *= 0.5
@@ -121,18 +126,19 @@ def _dF_times(problem: CompiledProblem, x: FloatArray, y: FloatArray,
 
 
 def _dF_adjoint(problem: CompiledProblem, x: FloatArray, y: FloatArray,
-                wx: FloatArray, wy: FloatArray, columns: IntArray | None = None
-                ) -> FloatArray:
+                wx: FloatArray, wy: FloatArray, columns: IntArray | None = None,
+                stacked: FloatArray | None = None) -> FloatArray:
     """(∂F/∂θ̃)ᵀ (wx, wy) for multipliers wy over all rows (zero off R).
 
-    With ``columns``: only those entries of the result.
+    With ``columns``: only those entries of the result. ``stacked`` may pass
+    (wx, wy) already concatenated.
     """
     P, M = problem.P, problem.M
 
     def pull(lmap: LinearMap, w: FloatArray) -> FloatArray:
         return lmap.adjoint_rows(w, columns) if columns is not None else lmap.apply_adjoint(w)
 
-    grad = pull(problem.q.map, wx) - pull(problem.c.map, wy)
+    grad = pull(problem.f, np.concatenate([wx, wy]) if stacked is None else stacked)
     if P.dep.shape[0]:
         i, j = P.dep_row, P.dep_col
         h = _rows(wx, i) * _rows(x, j) + _rows(wx, j) * _rows(x, i)
@@ -191,6 +197,10 @@ def adjoint(point: Point, gx: FloatArray, gy: FloatArray, call: str = "backward(
     """
     check_differentiable(point, call)
     rows, n = point.rows, point.problem.n
+    if point.all_rows:  # every row is in K: no gathering or scattering of rows
+        omega, err, _, _ = point.factorization.solve(np.concatenate([gx, gy]))
+        _check_solve(err, call)
+        return -_dF_adjoint(point.problem, point.x, point.y, omega[:n], omega[n:], stacked=omega)
     omega, err, _, _ = point.factorization.solve(np.concatenate([gx, gy[rows]]))
     _check_solve(err, call)
     wy = np.zeros(gy.shape[0])
@@ -226,7 +236,7 @@ def objective_gradient(point: Point) -> FloatArray:
     problem, x, y = point.problem, point.x, point.y
     grad = 0.5 * _dF_adjoint(problem, x, y, x, y)
     # The q and c terms enter L linearly, not quadratically: undo the ½.
-    grad += 0.5 * (problem.q.map.apply_adjoint(x) - problem.c.map.apply_adjoint(y))
+    grad += 0.5 * problem.f.apply_adjoint(np.concatenate([x, y]))
     np.add.at(grad, problem.r_index, problem.r_value)
     return grad
 

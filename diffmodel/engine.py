@@ -20,10 +20,9 @@ from ._typing import FloatArray, IntArray
 from .compiled import CompiledProblem, ProblemData
 from .errors import ModelError, SolverError
 from .linalg import Factorization
-from .linalg.accuracy import exact_dot
 from .point import Point
 from .solvers import Backend, DirectKKT, KKTCache, make_backend
-from .solvers.base import STATUS_OPTIMAL
+from .solvers.base import STATUS_OPTIMAL, objective
 
 __all__ = ["Engine", "BatchResult"]
 
@@ -74,11 +73,14 @@ class Engine:
         return self.cache.count
 
     def backend(self, name: str) -> Backend:
-        with self._lock:
-            backend = self._backends.get(name)
-            if backend is None:
-                backend = self._backends[name] = make_backend(name, self.problem, self.cache)
-            return backend
+        backend = self._backends.get(name)
+        if backend is None:
+            with self._lock:
+                backend = self._backends.get(name)
+                if backend is None:
+                    backend = self._backends[name] = make_backend(name, self.problem,
+                                                                  self.cache)
+        return backend
 
     # ------------------------------------------------------------------ data
 
@@ -86,35 +88,13 @@ class Engine:
         """The QP data at θ̃ (P and M reused when their parameters are unchanged)."""
         problem = self.problem
         k_values = theta[problem.k_theta]
-        with self._lock:
-            cached = self._kdata
-        if cached is not None and np.array_equal(cached[0], k_values):
+        cached = self._kdata  # (an atomic read; replaced whole, never mutated)
+        if cached is not None and (not k_values.shape[0] or np.array_equal(cached[0], k_values)):
             P_data, M_data = cached[1], cached[2]
         else:
             P_data, M_data = problem.P.values(theta), problem.M.values(theta)
-            with self._lock:
-                self._kdata = (k_values, P_data, M_data)
-        data = problem.data(theta, (P_data, M_data))
-        _check_finite(data)
-        return data, k_values
-
-    @staticmethod
-    def value(data: ProblemData, x: FloatArray, y: FloatArray) -> float:
-        """The optimal value ½xᵀPx + qᵀx + r, from the KKT point (x, y).
-
-        At a KKT point P x = −q − Mᵀy and yᵀ(M x − c) = 0, so the value is
-        ½(qᵀx − cᵀy) + r: no product with P, and much less cancellation than
-        the primal form. When the terms still cancel by more than six digits,
-        they are summed exactly (products split exactly, :func:`math.fsum`).
-        """
-        tq, tc = data.q * x, data.c * y
-        with np.errstate(over="ignore", invalid="ignore"):
-            v = 0.5 * (float(tq.sum()) - float(tc.sum())) + data.r
-            size = 0.5 * (float(np.abs(tq).sum()) + float(np.abs(tc).sum())) + abs(data.r)
-        if np.isfinite(size) and size > 1e6 * abs(v):
-            v = exact_dot(np.concatenate([0.5 * data.q, -0.5 * data.c, [data.r]]),
-                          np.concatenate([x, y, [1.0]]))
-        return v
+            self._kdata = (k_values, P_data, M_data)
+        return problem.data(theta, (P_data, M_data)), k_values
 
     # ----------------------------------------------------------------- solves
 
@@ -130,8 +110,12 @@ class Engine:
         """
         with np.errstate(all="ignore"):  # non-finite results are caught explicitly
             data, k_values = self.data(theta)
-            raw = self.backend(solver).solve(data, k_values)
-            value = _finite_value(self.value(data, raw.x, raw.y))
+            try:
+                raw = self.backend(solver).solve(data, k_values)
+            except SolverError:
+                _check_finite(data)  # overflowing data are the caller's to fix: say so
+                raise
+            value = _finite_value(raw.objective + data.r)
         theta = theta.copy()
         theta.flags.writeable = False
         return Point(self.problem, theta, data, raw, value, solver)
@@ -174,18 +158,17 @@ class Engine:
 
         if shared and isinstance(backend, DirectKKT):
             data, k_values = self.data(np.ascontiguousarray(thetas[:, 0]))
-            Q, C = problem.q.map.apply(thetas), problem.c.map.apply(thetas)
-            _check_finite_block(Q, C)
-            fact, Z, _, verdicts = backend.solve_block(data, k_values, Q, C)
+            RHS = -problem.f.apply(thetas)
+            _check_finite_block(RHS)
+            fact, Z, _, verdicts = backend.solve_block(data, k_values, RHS)
             r = problem.r(thetas)
             for i, verdict in enumerate(verdicts):
                 if isinstance(verdict, SolverError):
                     fail(i, verdict)
                     continue
                 x = Z[:n, i]
-                item = ProblemData(data.P_data, Q[:, i], float(r[i]), data.M_data, C[:, i])
                 try:
-                    values[i] = _finite_value(self.value(item, x, Z[n:, i]))
+                    values[i] = _finite_value(objective(RHS[:, i], Z[:, i]) + float(r[i]))
                 except SolverError as exc:
                     fail(i, exc)
                     continue
@@ -207,7 +190,7 @@ class Engine:
 
 def _check_finite(data: ProblemData) -> None:
     for label, values in (("P", data.P_data), ("q", data.q), ("A or G", data.M_data),
-                          ("b or h", data.c)):
+                          ("b or h", np.asarray(data.c))):
         if not np.isfinite(values.sum()) and not np.all(np.isfinite(values)):
             raise ModelError(
                 f"the problem data ({label}) overflow double precision for these parameter "
@@ -217,8 +200,8 @@ def _check_finite(data: ProblemData) -> None:
                          "these parameter values: rescale the parameters")
 
 
-def _check_finite_block(Q: FloatArray, C: FloatArray) -> None:
-    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(C))):
+def _check_finite_block(RHS: FloatArray) -> None:
+    if not np.all(np.isfinite(RHS)):
         raise ModelError("the problem data (q, b or h) overflow double precision for some "
                          "batch items: rescale the parameters")
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from dataclasses import dataclass
 
 from ._typing import FloatArray, IntArray
 from .compiled import CompiledProblem, ProblemData
@@ -13,9 +11,9 @@ from .solvers.base import RawSolution
 
 __all__ = ["Point"]
 
+_REBUILD_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True, eq=False)
 class Point:
     """The numeric state of one solve; immutable and shareable between threads.
 
@@ -32,14 +30,17 @@ class Point:
         The optimal value of the compiled (minimization) problem.
     solver : str
         The backend's name.
+    all_rows : bool
+        Whether every constraint row is in the KKT system (no inequalities).
     """
 
-    problem: CompiledProblem
-    theta: FloatArray
-    data: ProblemData
-    raw: RawSolution
-    value: float
-    solver: str
+    __slots__ = ("problem", "theta", "data", "raw", "value", "solver", "all_rows")
+
+    def __init__(self, problem: CompiledProblem, theta: FloatArray, data: ProblemData,
+                 raw: RawSolution, value: float, solver: str) -> None:
+        self.problem, self.theta, self.data, self.raw = problem, theta, data, raw
+        self.value, self.solver = value, solver
+        self.all_rows = raw.rows.shape[0] == problem.layout.rows
 
     @property
     def x(self) -> FloatArray:
@@ -47,6 +48,7 @@ class Point:
 
     @property
     def y(self) -> FloatArray:
+        """Multipliers of all rows of M (zero on rows outside the KKT system)."""
         return self.raw.y
 
     @property
@@ -66,18 +68,15 @@ class Point:
                                                problem.M.indptr, problem.M.indices, self.rows)
                     fact = Factorization(pattern, pattern.assemble(data.P_data, data.M_data),
                                          need_inertia=False)
-                    object.__setattr__(self, "raw",
-                                       dataclasses.replace(self.raw, factorization=fact))
+                    self.raw = self.raw._replace(factorization=fact)
         return fact
 
     def __getstate__(self) -> dict[str, object]:
         """Everything but the factorization, which does not pickle (it is rebuilt)."""
-        state = dict(self.__dict__)
-        state["raw"] = dataclasses.replace(self.raw, factorization=None)
+        state: dict[str, object] = {name: getattr(self, name) for name in self.__slots__}
+        state["raw"] = self.raw._replace(factorization=None)
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-
-
-_REBUILD_LOCK = threading.Lock()
+        for name, value in state.items():
+            object.__setattr__(self, name, value)

@@ -99,7 +99,7 @@ class Solution:
     def from_point(cls, point: Point, packer: Packer, engine: Engine,
                    timings: Mapping[str, float]) -> Solution:
         """Name the arrays of a verified point."""
-        primal, dual = packer.solution(point.x.copy(), point.y.copy())
+        primal, dual = packer.solution(point.x, point.y)  # read-only, never written
         raw = point.raw
         return cls(status="optimal", value=packer.layout.sign * point.value, primal=primal,
                    dual=dual, solver=point.solver, iterations=raw.iterations,

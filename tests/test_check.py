@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import pytest
 import diffmodel as dm
 from diffmodel.engine import Engine
 from diffmodel.linalg import Factorization
+from diffmodel.point import Point
 
 
 def _model() -> dm.Model:
@@ -53,8 +52,8 @@ def test_flags_a_biased_solution_with_exact_derivatives(monkeypatch: pytest.Monk
 
     def biased(self: Engine, theta: np.ndarray, solver: str):  # type: ignore[no-untyped-def]
         point = solve(self, theta, solver)
-        raw = dataclasses.replace(point.raw, x=point.raw.x * (1 + 1e-4))
-        return dataclasses.replace(point, raw=raw)
+        raw = point.raw._replace(x=point.raw.x * (1 + 1e-4))
+        return Point(point.problem, point.theta, point.data, raw, point.value, point.solver)
 
     monkeypatch.setattr(Engine, "solve", biased)
     model = _model()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+import numpy as np
 
 from .._typing import FloatArray, IntArray
 from ..compiled import ProblemData
 from ..linalg import Factorization
+from ..linalg.accuracy import exact_dot
 
-__all__ = ["Backend", "RawSolution", "STATUS_OPTIMAL", "STATUS_INFEASIBLE",
+__all__ = ["Backend", "RawSolution", "objective", "STATUS_OPTIMAL", "STATUS_INFEASIBLE",
            "STATUS_UNBOUNDED", "STATUS_NONCONVEX", "STATUS_INACCURATE", "STATUS_ERROR"]
 
 STATUS_OPTIMAL = "optimal"
@@ -21,8 +23,7 @@ STATUS_ERROR = "solver_error"
 
 
 
-@dataclass(frozen=True, eq=False)
-class RawSolution:
+class RawSolution(NamedTuple):
     """A verified optimal point of the compiled QP, as a backend returns it.
 
     Attributes
@@ -47,6 +48,8 @@ class RawSolution:
         are too, and no derivative exists.
     iterations : int
         Refinement steps (direct) or ADMM iterations (OSQP).
+    objective : float
+        ½xᵀPx + qᵀx at the point, without the constant r (see :func:`objective`).
     """
 
     x: FloatArray
@@ -57,6 +60,21 @@ class RawSolution:
     accuracy: float
     unique: bool
     iterations: int
+    objective: float
+
+
+def objective(rhs: FloatArray, z: FloatArray) -> float:
+    """½xᵀPx + qᵀx at a KKT point z of K z = rhs, rhs = (−q, c_R): −½ rhsᵀz.
+
+    At a KKT point P x = −q − M_Rᵀy_R and M_R x = c_R, so ½xᵀPx + qᵀx =
+    ½(qᵀx − c_Rᵀy_R): no product with P, and much less cancellation than the
+    primal form. When the terms still cancel by more than six digits they are
+    summed exactly (:func:`~diffmodel.linalg.accuracy.exact_dot`).
+    """
+    v = -0.5 * float(rhs @ z)
+    if abs(v) < 1e-6 * 0.5 * float(np.abs(rhs) @ np.abs(z)):
+        v = -0.5 * exact_dot(rhs, z)
+    return v
 
 
 class Backend(Protocol):

@@ -8,7 +8,7 @@ from .._typing import FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
 from ..linalg import Factorization
-from .base import STATUS_NONCONVEX, RawSolution
+from .base import STATUS_NONCONVEX, RawSolution, objective
 from .cache import KKTCache
 from .verify import accept, check_convex
 
@@ -52,27 +52,27 @@ class DirectKKT:
         """Solve K (x, ν) = (−q, b), verify, and return the point."""
         problem, n = self.problem, self.problem.n
         fact = factor(self.cache, data, k_values, self.rows)
-        z, omega, steps, estimate = fact.solve(np.concatenate([-data.q, data.c]))
+        z, omega, steps, estimate = fact.solve(data.rhs)
         accuracy, unique = accept(problem, data, fact, self.rows, omega, estimate)
-        return RawSolution(x=z[:n], y=z[n:], rows=self.rows, factorization=fact,
-                           backward_error=omega, accuracy=accuracy, unique=unique,
-                           iterations=steps)
+        z.flags.writeable = False  # the point's x and y are views of it
+        return RawSolution(z[:n], z[n:], self.rows, fact, omega, accuracy, unique, steps,
+                           objective(data.rhs, z))
 
-    def solve_block(self, data: ProblemData, k_values: FloatArray, Q: FloatArray,
-                    C: FloatArray) -> tuple[Factorization, FloatArray, FloatArray,
-                                            list[SolverError | tuple[float, bool]]]:
-        """Solve for B right-hand sides sharing K: linear terms Q (n, B), rows C (m, B).
+    def solve_block(self, data: ProblemData, k_values: FloatArray, RHS: FloatArray
+                    ) -> tuple[Factorization, FloatArray, FloatArray,
+                               list[SolverError | tuple[float, bool]]]:
+        """Solve for B right-hand sides (−q, c) sharing K: the columns of RHS (n + m, B).
 
         Returns the factorization, the stacked solutions Z (n + m, B), their
         backward errors, and per column either (accuracy, unique) or the
         SolverError that refuses it.
         """
         fact = factor(self.cache, data, k_values, self.rows)
-        Z, omegas, estimates = fact.solve_many(np.vstack([-Q, C]))
+        Z, omegas, estimates = fact.solve_many(RHS)
         verdicts: list[SolverError | tuple[float, bool]] = []
         for b in range(Z.shape[1]):
-            item = ProblemData(P_data=data.P_data, q=Q[:, b], r=data.r, M_data=data.M_data,
-                               c=C[:, b])
+            item = ProblemData(P_data=data.P_data, M_data=data.M_data, rhs=RHS[:, b],
+                               r=data.r, n=data.n)
             try:
                 verdicts.append(accept(self.problem, item, fact, self.rows, float(omegas[b]),
                                        float(estimates[b])))

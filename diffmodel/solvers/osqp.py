@@ -29,6 +29,7 @@ from .base import (
     STATUS_NONCONVEX,
     STATUS_UNBOUNDED,
     RawSolution,
+    objective,
 )
 from .cache import KKTCache
 from .direct import factor
@@ -119,21 +120,22 @@ class OSQPBackend:
 
     def _run(self, ws: _Workspace, data: ProblemData) -> tuple[FloatArray, FloatArray, int]:
         m_eq = self.problem.m_eq
-        lower = np.concatenate([data.c[:m_eq], np.full(self.problem.m_ineq, -np.inf)])
         upper = data.c
+        lower = np.concatenate([upper[:m_eq], np.full(self.problem.m_ineq, -np.inf)])
+        q = data.q
         if ws.solver is None:
             P, M = self._matrices(data)
             solver = osqp.OSQP()
             settings = {**OSQP_SETTINGS, "polishing": self.problem.layout.rows > 0}
-            solver.setup(P, data.q, M, lower, upper, **settings)
+            solver.setup(P, q, M, lower, upper, **settings)
             ws.solver = solver
         elif not (ws.P_data is not None and ws.M_data is not None
                   and np.array_equal(data.P_data, ws.P_data)
                   and np.array_equal(data.M_data, ws.M_data)):
-            ws.solver.update(q=data.q, l=lower, u=upper, Px=data.P_data,
+            ws.solver.update(q=q, l=lower, u=upper, Px=data.P_data,
                              Ax=data.M_data[self._csc_order])
         else:
-            ws.solver.update(q=data.q, l=lower, u=upper)
+            ws.solver.update(q=q, l=lower, u=upper)
         ws.P_data, ws.M_data = data.P_data, data.M_data
         result = ws.solver.solve(raise_error=False)
         status = STATUS_MAP.get(result.info.status_val, STATUS_ERROR)
@@ -151,7 +153,7 @@ class OSQPBackend:
         fact = factor(self.cache, data, k_values, self.rows)
         with self._lock:
             ws = self._pool.pop() if self._pool else _Workspace()
-        rhs = np.concatenate([-data.q, data.c])
+        rhs = data.rhs
         try:
             x, y, iterations = self._run(ws, data)
         except (osqp.OSQPException, ValueError) as exc:
@@ -168,6 +170,6 @@ class OSQPBackend:
                 self._pool.append(ws)
             z, omega, _, estimate = fact.refine(np.concatenate([x, y]), rhs)
         accuracy, unique = accept(problem, data, fact, self.rows, omega, estimate)
-        return RawSolution(x=z[:n], y=z[n:], rows=self.rows, factorization=fact,
-                           backward_error=omega, accuracy=accuracy, unique=unique,
-                           iterations=iterations)
+        z.flags.writeable = False  # the point's x and y are views of it
+        return RawSolution(z[:n], z[n:], self.rows, fact, omega, accuracy, unique, iterations,
+                           objective(rhs, z))
