@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._typing import FloatArray, IntArray
+from ._typing import BoolArray, FloatArray, IntArray
 from ._validation import ParamSpec, check_array, check_names, check_parameter_value
 from .compiled import Block, Layout
 from .errors import ModelError
@@ -151,6 +151,18 @@ class Packer:
         primal = {name: block.take(x) for name, block in self.layout.variables.items()}
         dual = {name: block.take(y, shift) for name, block, shift in self._cons}
         return primal, dual
+
+    def row_masks(self, ineq_rows: IntArray, equalities: bool) -> dict[str, BoolArray]:
+        """Boolean masks by constraint name of the given inequality rows (indices
+        among the inequalities); equality constraints are all ``equalities``."""
+        layout = self.layout
+        flags = np.zeros(layout.rows, dtype=bool)
+        flags[: layout.m_eq] = equalities
+        flags[layout.m_eq + ineq_rows] = True
+        masks = {name: block.take(flags, shift).copy() for name, block, shift in self._cons}
+        for mask in masks.values():
+            mask.flags.writeable = False
+        return masks
 
     def solution_batch(self, X: FloatArray, Y: FloatArray
                        ) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:

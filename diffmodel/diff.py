@@ -32,11 +32,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._typing import FloatArray, IntArray
 from .compiled import CompiledProblem, LinearMap
 from .errors import DerivativeError
-from .linalg import Factorization
+from .linalg import Factorization, KKTPattern
 from .point import Point
 from .tolerances import BACKWARD_TOL
 
@@ -168,19 +169,87 @@ def tangent(point: Point, dtheta: FloatArray, call: str = "derivative()"
             ) -> tuple[FloatArray, FloatArray]:
     """Forward mode: (dx, dy) along dθ̃ (dθ̃[0] = 0); dy covers all rows of M.
 
+    At a degenerate point (weakly active rows) this is the one-sided
+    directional derivative along dθ̃ (see :func:`_one_sided`).
+
     Raises
     ------
     DerivativeError
         If the solution is not unique or the solve is not accurate.
     """
     check_differentiable(point, call)
-    problem, rows, n = point.problem, point.rows, point.problem.n
+    problem, rows = point.problem, point.rows
     gx, gr = _dF_times(problem, point.x, point.y, dtheta)
-    dz, omega, _, _ = point.factorization.solve(-np.concatenate([gx, gr[rows]]))
+    if point.raw.weak.shape[0]:
+        return _one_sided(point, gx, gr, call)
+    return _solve_rows(point, point.factorization, rows, gx, gr, call)
+
+
+def _solve_rows(point: Point, fact: Factorization, rows: IntArray, gx: FloatArray,
+                gr: FloatArray, call: str) -> tuple[FloatArray, FloatArray]:
+    """(dx, dy) from K_R dz = −(gx, gr_R) over the rows R, dy zero off R."""
+    n = point.problem.n
+    dz, omega, _, _ = fact.solve(-np.concatenate([gx, gr[rows]]))
     _check_solve(omega, call)
     dy = np.zeros(gr.shape[0])
     dy[rows] = dz[n:]
     return dz[:n], dy
+
+
+def _one_sided(point: Point, gx: FloatArray, gr: FloatArray, call: str
+               ) -> tuple[FloatArray, FloatArray]:
+    """The one-sided directional derivative at a degenerate point.
+
+    With S the strongly active and W the weakly active inequality rows, the
+    derivative of the solution along dθ solves the QP (Fiacco, *Introduction
+    to Sensitivity and Stability Analysis in Nonlinear Programming*, 1983,
+    ch. 3)
+
+        minimize ½ dxᵀP dx + dxᵀ gx
+        subject to  M_E∪S dx + gr_E∪S = 0,   M_W dx + gr_W ≤ 0,
+
+    whose solution is piecewise linear in dθ. Its own active set among W is
+    found by primal-dual active-set steps: a row of W leaves when its
+    multiplier derivative is negative, and comes back when its slack
+    derivative is negative. Each step is one KKT solve over E ∪ S ∪ W'.
+    """
+    problem, n, m_eq = point.problem, point.problem.n, point.problem.m_eq
+    M = point_matrix(point)
+    weak_rows = m_eq + point.raw.weak
+    base = np.setdiff1d(point.rows, weak_rows)
+    in_set = np.ones(weak_rows.shape[0], dtype=bool)
+    scale = float(np.max(np.abs(gx), initial=0.0)) + float(np.max(np.abs(gr), initial=0.0))
+    tol = 1e-12 * max(scale, 1e-300)
+    for _ in range(2 * weak_rows.shape[0] + 2):
+        rows = np.sort(np.concatenate([base, weak_rows[in_set]]))
+        fact = _factor_rows(point, rows)
+        dx, dy = _solve_rows(point, fact, rows, gx, gr, call)
+        d_slack = -(M[weak_rows] @ dx + gr[weak_rows])  # derivative of h − G x on W
+        leave = in_set & (dy[weak_rows] < -tol)
+        enter = ~in_set & (d_slack < -tol)
+        if not leave.any() and not enter.any():
+            return dx, dy
+        in_set = (in_set & ~leave) | enter
+    raise DerivativeError(f"{call}: the one-sided derivative at this degenerate point could "
+                          "not be determined (its active set did not settle)")
+
+
+def point_matrix(point: Point) -> sp.csr_matrix:
+    """The constraint matrix M = [A; G] of a point's data."""
+    problem = point.problem
+    return sp.csr_matrix((point.data.M_data, problem.M.indices, problem.M.indptr),
+                         shape=problem.M.shape)
+
+
+def _factor_rows(point: Point, rows: IntArray) -> Factorization:
+    """A factorization of K over other rows than the point's own (degenerate points)."""
+    if np.array_equal(rows, point.rows):
+        return point.factorization
+    problem, data = point.problem, point.data
+    pattern = KKTPattern.build(problem.n, problem.P.indptr, problem.P.indices,
+                               problem.M.indptr, problem.M.indices, rows)
+    return Factorization(pattern, pattern.assemble(data.P_data, data.M_data),
+                         need_inertia=False)
 
 
 @_quiet

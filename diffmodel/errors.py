@@ -16,6 +16,7 @@ __all__ = [
     "DerivativeError",
     "NotSolvedError",
     "AccuracyWarning",
+    "DegenerateWarning",
 ]
 
 
@@ -67,4 +68,16 @@ class AccuracyWarning(UserWarning):
 
     The KKT system is ill-conditioned even after equilibration; the
     solution's ``accuracy`` attribute holds the estimate.
+    """
+
+
+class DegenerateWarning(UserWarning):
+    """The solution is at a degenerate point of an inequality-constrained QP.
+
+    Some binding rows have a zero multiplier (weakly active) or depend
+    linearly on other binding rows. The solution is optimal, but only
+    directionally differentiable there: forward mode returns the one-sided
+    derivative along the direction given, reverse mode a documented element
+    of the generalized Jacobian (see docs/math.md). ``sol.degenerate`` names
+    the rows.
     """

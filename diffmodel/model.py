@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import cvxpy as cp
+import numpy as np
 from numpy.typing import ArrayLike
 
 from ._packing import Packer
@@ -17,7 +18,7 @@ from ._validation import ParamSpec
 from .canon import canonicalize
 from .compiled import CompiledProblem
 from .engine import Engine
-from .errors import AccuracyWarning, ModelError, NotSolvedError, SolverError
+from .errors import AccuracyWarning, DegenerateWarning, ModelError, NotSolvedError, SolverError
 from .solution import BatchSolution, Solution
 from .solvers import check_solver
 from .tolerances import ACCURACY_WARN
@@ -55,6 +56,20 @@ def _spec(name: str, param: cp.Parameter) -> ParamSpec:
     if bounds is not None:
         attrs.append(("bounds", bounds))
     return ParamSpec(name, tuple(param.shape), tuple(attrs))
+
+
+def _degenerate_text(sol: Solution) -> str:
+    names = []
+    for name, mask in sol.degenerate.items():
+        if mask.any():
+            entries = np.argwhere(np.atleast_1d(mask))
+            shown = ", ".join(f"{name}[{', '.join(map(str, e))}]" if mask.ndim else name
+                              for e in entries[:4])
+            names.append(shown + (" ..." if entries.shape[0] > 4 else ""))
+    return ("the solution is degenerate at " + "; ".join(names) + ": these rows are binding "
+            "with a zero multiplier, or depend on other binding rows, so the solution is only "
+            "directionally differentiable there (forward mode gives the one-sided derivative; "
+            "reverse mode treats these rows as binding: see docs/math.md)")
 
 
 class Model:
@@ -256,6 +271,9 @@ class Model:
                 f"the solution's estimated relative error is {sol.accuracy:.1e}: the KKT "
                 "system is ill-conditioned even after equilibration (see sol.accuracy)"),
                 stacklevel=2)
+        raw = point.raw
+        if raw.weak.shape[0] or raw.dependent.shape[0]:
+            warnings.warn(DegenerateWarning(_degenerate_text(sol)), stacklevel=2)
         for vname, arr in sol.primal.items():
             self._variables[vname].save_value(arr.copy())
         for cname, arr in sol.dual.items():

@@ -11,15 +11,17 @@ differ.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ._packing import Packer
-from ._typing import FloatArray
+from ._typing import BoolArray, FloatArray
 from .diff import adjoint, adjoint_block, jacobian, objective_gradient, tangent
 from .engine import BatchResult, Engine
 from .errors import SolverError
@@ -68,6 +70,14 @@ class Solution:
     unique : bool
         False when the KKT matrix is singular: the point is optimal but not
         the only one, and derivatives raise :class:`~diffmodel.DerivativeError`.
+    active : dict of str to ndarray of bool
+        Binding rows by constraint name, shaped like the constraint (all
+        True for an equality).
+    degenerate : dict of str to ndarray of bool
+        Rows at which the solution is only directionally differentiable:
+        binding inequality rows with a zero multiplier (weakly active), and
+        binding rows that depend linearly on others. See
+        :class:`~diffmodel.DegenerateWarning`.
     timings : dict of str to float
         Seconds spent per phase of the solve.
 
@@ -105,6 +115,22 @@ class Solution:
                    dual=dual, solver=point.solver, iterations=raw.iterations,
                    residual=raw.backward_error, accuracy=raw.accuracy, unique=raw.unique,
                    timings=timings, _point=point, _packer=packer, _engine=engine)
+
+    @functools.cached_property
+    def active(self) -> Mapping[str, BoolArray]:
+        """Binding rows by constraint name, shaped like the constraint (read-only
+        masks; every row of an equality is binding)."""
+        point, packer = self._parts()
+        return MappingProxyType(packer.row_masks(point.raw.active, True))
+
+    @functools.cached_property
+    def degenerate(self) -> Mapping[str, BoolArray]:
+        """Rows where the solution is only directionally differentiable, by
+        constraint name: binding inequality rows with a zero multiplier (weakly
+        active) and binding rows that depend linearly on others."""
+        point, packer = self._parts()
+        raw = point.raw
+        return MappingProxyType(packer.row_masks(np.union1d(raw.weak, raw.dependent), False))
 
     def _parts(self) -> tuple[Point, Packer]:
         point, packer = self._point, self._packer

@@ -14,7 +14,8 @@ __all__ = [
     "EPS", "RUIZ_MAX_ITER", "RUIZ_TOL", "REGULARIZATION", "DENSE_MAX_DIM",
     "DENSE_MIN_DENSITY", "MAX_REFINE", "REFINE_TARGET", "REFINE_STALL",
     "BACKWARD_TOL", "EXTRA_TRIGGER", "SINGULAR_COND", "ACCURACY_TOL", "ACCURACY_WARN",
-    "CERTIFICATE_TOL", "NULL_ITERATIONS",
+    "CERTIFICATE_TOL", "NULL_ITERATIONS", "ACTIVE_TOL", "DEGENERATE_TOL",
+    "MAX_ACTIVE_SET_STEPS", "WARM_ACTIVE_SET_STEPS",
 ]
 
 #: Unit roundoff of float64 (2⁻⁵³ is half of this; LAPACK's convention is eps).
@@ -73,6 +74,21 @@ ACCURACY_TOL = 1e-2
 #: Above this estimated forward error a solution is returned with an
 #: :class:`~diffmodel.AccuracyWarning`.
 ACCURACY_WARN = 1e-8
+
+# --------------------------------------------------------------- inequalities
+#: Feasibility and dual sign are checked to this relative tolerance, or to
+#: ten times the solution's estimated error if larger: a slack may not be
+#: below −tol·(|G_i||x| + |h_i|), a multiplier not below −tol·‖ẑ‖∞ in the
+#: equilibrated units.
+ACTIVE_TOL = 1e-9
+#: A binding row whose multiplier is below this (relative, as above, or a
+#: hundred times the estimated error) is weakly active (degenerate); so is a
+#: row outside the active set whose slack is below it.
+DEGENERATE_TOL = 1e-8
+#: Primal-dual active-set corrections after OSQP's guess, and after a
+#: re-solve that starts from the previous active set.
+MAX_ACTIVE_SET_STEPS = 25
+WARM_ACTIVE_SET_STEPS = 3
 
 # ------------------------------------------------------------- certificates
 #: A null direction certifies infeasibility or unboundedness when its

@@ -350,17 +350,19 @@ def _maximize_convex(p: QP) -> dm.Model:
     return dm.Model(cp.Maximize(cp.sum_squares(p.x)), {"bal": p.A @ p.x == p.b})
 
 
-def _inequality_ge(p: QP) -> dm.Model:
-    return dm.Model(p.objective(), {"bal": p.A @ p.x == p.b, "pos": p.x >= 0})
-
-
-def _inequality_le_in_list(p: QP) -> dm.Model:
-    return dm.Model(p.objective(), [p.x <= 1, p.A @ p.x == p.b])
-
-
-def _nonneg_variable(p: QP) -> dm.Model:
-    z = cp.Variable(N, name="z", nonneg=True)
+def _strictly_positive_variable(p: QP) -> dm.Model:
+    z = cp.Variable(N, name="z", pos=True)
     return dm.Model(cp.Minimize(cp.sum_squares(z) + p.q @ z), {"bal": p.A @ z == p.b})
+
+
+def _integer_variable(p: QP) -> dm.Model:
+    z = cp.Variable(N, name="z", integer=True)
+    return dm.Model(cp.Minimize(cp.sum_squares(z) + p.q @ z), {"bal": p.A @ z == p.b})
+
+
+def _bounds_named_like_a_constraint(p: QP) -> dm.Model:
+    z = cp.Variable(N, name="z", nonneg=True)
+    return dm.Model(cp.Minimize(cp.sum_squares(z) + p.q @ z), {"z.lower": p.A @ z == p.b})
 
 
 def _soc(p: QP) -> dm.Model:
@@ -415,12 +417,14 @@ CONSTRUCTION_ERRORS = [
     pytest.param(_norm2_not_squared, r"objective: .*x.* is not a quadratic term", id="norm2"),
     pytest.param(_minimize_concave, r"objective .* is not convex", id="minimize-concave"),
     pytest.param(_maximize_convex, r"objective .* is not concave", id="maximize-convex"),
-    pytest.param(_inequality_ge,
-                 r"constraint 'pos' .* inequality.*not supported yet", id="inequality-ge"),
-    pytest.param(_inequality_le_in_list,
-                 r"constraint 'c0' .* inequality.*not supported yet", id="inequality-le"),
-    pytest.param(_nonneg_variable,
-                 r"variable 'z' is declared nonneg=True.*not support", id="nonneg-variable"),
+    pytest.param(_strictly_positive_variable,
+                 r"variable 'z' is declared pos=True; diffmodel supports the attributes "
+                 r"nonneg, nonpos and bounds", id="pos-variable"),
+    pytest.param(_integer_variable, r"variable 'z' is declared integer=True",
+                 id="integer-variable"),
+    pytest.param(_bounds_named_like_a_constraint,
+                 r"a constraint is named 'z.lower', which diffmodel uses for the bounds",
+                 id="bounds-name-clash"),
     pytest.param(_soc, r"constraint 'cone' .* SOC constraint; only equality", id="soc"),
     pytest.param(_psd, r"constraint 'cone' .* PSD constraint; only equality", id="psd"),
     pytest.param(_parameter_product,

@@ -53,7 +53,7 @@ __all__ = ["Canonical", "canonicalize"]
 
 # Variable attributes that imply constraints diffmodel does not support.
 _UNSUPPORTED_VAR_ATTRS = (
-    "nonneg", "nonpos", "pos", "neg", "boolean", "integer", "PSD", "NSD",
+    "pos", "neg", "boolean", "integer", "PSD", "NSD",
     "symmetric", "diag", "hermitian", "complex", "imag", "sparsity",
 )
 
@@ -90,14 +90,57 @@ def _check_variables(variables: Mapping[str, cp.Variable]) -> None:
         for attr in _UNSUPPORTED_VAR_ATTRS:
             if var.attributes.get(attr):
                 raise ModelError(
-                    f"variable '{name}' is declared {attr}=True; variable attributes "
-                    "imply constraints that diffmodel does not support yet: declare a "
-                    "plain variable and write the constraint explicitly"
-                )
-        if var.attributes.get("bounds") is not None:
-            raise ModelError(
-                f"variable '{name}' has bounds: inequality constraints are not supported yet"
-            )
+                    f"variable '{name}' is declared {attr}=True; diffmodel supports the "
+                    "attributes nonneg, nonpos and bounds of variables: declare a plain "
+                    "variable and write the constraint explicitly")
+
+
+def _bound_rows(walker: Walker, var: cp.Variable, bound: object, upper: bool
+                ) -> tuple[Affine, tuple[int, ...]] | None:
+    """Rows of ``x ≤ bound`` (or ``bound ≤ x``) as g ≤ 0, and their shape.
+
+    A numeric bound keeps only its finite entries (then the rows form a
+    vector of their count); a parameter or expression bound keeps all.
+    """
+    if bound is None:
+        return None
+    shape = tuple(var.shape)
+    if isinstance(bound, cp.Expression):
+        expr = var - bound if upper else bound - var
+        return walker.affine(expr), shape
+    values = np.broadcast_to(np.asarray(bound, dtype=float), shape)
+    finite = np.isfinite(values).ravel(order="F")
+    if not finite.any():
+        return None
+    clean = cp.Constant(np.where(np.isfinite(values), values, 0.0))
+    g = walker.affine(var - clean if upper else clean - var)
+    if finite.all():
+        return g, shape
+    keep = finite[g.row]
+    renumber = np.cumsum(finite) - 1
+    kept = g.take(np.flatnonzero(keep))
+    count = int(finite.sum())
+    return Affine((count,), renumber[kept.row], kept.p, kept.v, kept.val), (count,)
+
+
+def _variable_bounds(walker: Walker, variables: Mapping[str, cp.Variable]
+                     ) -> list[tuple[str, Affine, tuple[int, ...], str]]:
+    """The rows implied by ``nonneg``, ``nonpos`` and ``bounds``, named ``<var>.lower``
+    and ``<var>.upper``, with a readable text."""
+    out: list[tuple[str, Affine, tuple[int, ...], str]] = []
+    for name, var in variables.items():
+        walker.context = f"bounds of variable '{name}'"
+        lower, upper = var.attributes.get("bounds") or (None, None)
+        if var.attributes.get("nonneg"):
+            lower = 0.0 if lower is None else lower
+        if var.attributes.get("nonpos"):
+            upper = 0.0 if upper is None else upper
+        for side, bound, is_upper in (("lower", lower, False), ("upper", upper, True)):
+            rows = _bound_rows(walker, var, bound, is_upper)
+            if rows is not None:
+                text = f"{name} {'<=' if is_upper else '>='} {describe(bound, limit=60)}"
+                out.append((f"{name}.{side}", rows[0], rows[1], text))
+    return out
 
 
 def _constraint_kind(name: object, con: object, inequalities: bool) -> Literal["eq", "ineq"]:
@@ -128,7 +171,7 @@ def _rows_of(walker: Walker, con: cp.Constraint) -> Affine:
 
 
 def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp.Constraint],
-                 *, inequalities: bool = False) -> Canonical:
+                 *, inequalities: bool = True) -> Canonical:
     """Compile a CVXPY objective and named constraints.
 
     Parameters
@@ -189,6 +232,16 @@ def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp
                                            text=describe(con, limit=200))
         rows[kind].append((g, count[kind]))
         count[kind] += g.size
+    for name, g, shape, text in _variable_bounds(walker, variables):
+        if name in con_blocks:
+            raise ModelError(f"a constraint is named {name!r}, which diffmodel uses for the "
+                             "bounds of a variable; rename the constraint")
+        if not inequalities:
+            raise ModelError(f"variable '{name.split('.')[0]}' has bounds: inequality "
+                             "constraints are not supported here")
+        con_blocks[name] = ConstraintBlock(name, count["ineq"], shape, kind="ineq", text=text)
+        rows["ineq"].append((g, count["ineq"]))
+        count["ineq"] += g.size
 
     P_parts: list[tuple[IntArray, IntArray, IntArray, FloatArray]] = []
     n_all = n

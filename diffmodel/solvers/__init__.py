@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from ..compiled import CompiledProblem
 from ..errors import ModelError
+from .active_set import ActiveSetBackend
 from .base import STATUS_OPTIMAL, Backend, RawSolution
 from .cache import KKTCache
 from .direct import DirectKKT
 from .osqp import OSQPBackend
 
-__all__ = ["Backend", "RawSolution", "DirectKKT", "OSQPBackend", "KKTCache", "make_backend",
+__all__ = ["Backend", "RawSolution", "DirectKKT", "OSQPBackend", "ActiveSetBackend", "KKTCache",
+           "make_backend",
            "check_solver", "STATUS_OPTIMAL", "SOLVERS"]
 
 SOLVERS = ("kkt", "osqp")
@@ -31,7 +33,15 @@ def check_solver(name: object) -> str:
 
 
 def make_backend(name: str, problem: CompiledProblem, cache: KKTCache) -> Backend:
-    """Create the backend called ``name`` for a compiled problem."""
-    if check_solver(name) == "kkt":
+    """Create the backend called ``name`` for a compiled problem.
+
+    Problems with inequalities are solved by :class:`ActiveSetBackend` under
+    either name (``"kkt"`` reuses the last active set first, ``"osqp"`` runs
+    OSQP first).
+    """
+    check_solver(name)
+    if problem.m_ineq:
+        return ActiveSetBackend(problem, cache, name)
+    if name == "kkt":
         return DirectKKT(problem, cache)
     return OSQPBackend(problem, cache)

@@ -23,6 +23,9 @@ STATUS_ERROR = "solver_error"
 
 
 
+_NONE: IntArray = np.zeros(0, dtype=np.int64)
+
+
 class RawSolution(NamedTuple):
     """A verified optimal point of the compiled QP, as a backend returns it.
 
@@ -50,6 +53,16 @@ class RawSolution(NamedTuple):
         Refinement steps (direct) or ADMM iterations (OSQP).
     objective : float
         ½xᵀPx + qᵀx at the point, without the constant r (see :func:`objective`).
+    active : ndarray of int
+        Inequality rows (indices among the inequalities) that are binding.
+    weak : ndarray of int
+        Binding inequality rows whose multiplier is zero to working accuracy
+        (weakly active): the solution is not differentiable across them. They
+        are in ``rows`` (treated as binding by reverse mode and Jacobians).
+    dependent : ndarray of int
+        Binding inequality rows left out of ``rows`` because they depend
+        linearly on the others; their multipliers share the others' (minimum
+        norm) and their derivatives are those of the rows kept.
     """
 
     x: FloatArray
@@ -61,6 +74,9 @@ class RawSolution(NamedTuple):
     unique: bool
     iterations: int
     objective: float
+    active: IntArray = _NONE
+    weak: IntArray = _NONE
+    dependent: IntArray = _NONE
 
 
 def objective(rhs: FloatArray, z: FloatArray) -> float:

@@ -1,20 +1,24 @@
-"""OSQP backend: the ADMM solver, then polishing and verification on our KKT system.
+"""OSQP: the ADMM solver, set up once per model and given new numbers per solve.
 
-The constraints are passed to OSQP as l ≤ M x ≤ u with l = u = b on the
-equality rows. OSQP's dual y satisfies P x + q + Mᵀ y = 0, the same
-convention as the KKT backend. OSQP is set up once per model and only its
-numbers are updated between solves; each thread takes its own OSQP workspace
-from a small pool, so no two solves share one.
+:class:`OSQPRunner` passes the compiled problem to OSQP as l ≤ M x ≤ u, with
+l = u = b on the equality rows and (−∞, h] on the inequality rows, so that
+OSQP's dual y satisfies P x + q + Mᵀ y = 0 with y ≥ 0 on active inequality
+rows: the same convention as diffmodel's. Each thread takes its own OSQP
+workspace from a small pool, so no two solves share one; a workspace is set
+up once and then only updated (and warm-started).
 
-OSQP's answer is never returned as it is: its point is refined with the
-equilibrated KKT factorization (the polish of OSQP's paper, done with our
-factorization) and must pass the same componentwise acceptance test as the
-direct backend, or the solve raises.
+:class:`OSQPBackend` (``solver="osqp"`` for equality-constrained models)
+never returns OSQP's answer as it is: the point is refined with the
+equilibrated KKT factorization (the polish of OSQP's paper, done with
+diffmodel's factorization) and must pass the same componentwise acceptance
+test as the direct backend, or the solve raises. Inequality-constrained
+models use OSQP through :mod:`~diffmodel.solvers.active_set`.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import osqp
@@ -35,15 +39,15 @@ from .cache import KKTCache
 from .direct import factor
 from .verify import accept
 
-__all__ = ["OSQPBackend", "OSQP_SETTINGS", "STATUS_MAP"]
+__all__ = ["OSQPBackend", "OSQPRunner", "OSQPResult", "OSQP_SETTINGS", "STATUS_MAP"]
 
-
-#: Settings for every OSQP solve (tight: the answer is refined and verified after).
+#: Settings of every OSQP solve. Tight enough that the active set is
+#: identified reliably; the point is refined and verified afterwards.
 OSQP_SETTINGS: dict[str, object] = {
     "eps_abs": 1e-9,
     "eps_rel": 1e-9,
-    "eps_prim_inf": 1e-12,
-    "eps_dual_inf": 1e-12,
+    "eps_prim_inf": 1e-10,
+    "eps_dual_inf": 1e-10,
     "polishing": True,
     "polish_refine_iter": 10,
     "max_iter": 200_000,
@@ -58,10 +62,10 @@ _MEANING = {
 }
 
 _S = osqp.SolverStatus
-#: OSQP's statuses mapped to diffmodel's closed vocabulary (None: success).
+#: OSQP's statuses mapped to diffmodel's closed vocabulary (None: a point to refine).
 STATUS_MAP: dict[object, str | None] = {
     _S.OSQP_SOLVED: None,
-    _S.OSQP_SOLVED_INACCURATE: None,  # refined and verified below
+    _S.OSQP_SOLVED_INACCURATE: None,  # refined and verified afterwards
     _S.OSQP_PRIMAL_INFEASIBLE: STATUS_INFEASIBLE,
     _S.OSQP_PRIMAL_INFEASIBLE_INACCURATE: STATUS_INFEASIBLE,
     _S.OSQP_DUAL_INFEASIBLE: STATUS_UNBOUNDED,
@@ -74,6 +78,17 @@ STATUS_MAP: dict[object, str | None] = {
 }
 
 
+class OSQPResult(NamedTuple):
+    """OSQP's answer: a point, or the status and certificate of a failure."""
+
+    status: str | None  # None: a point; otherwise a status of the closed vocabulary
+    x: FloatArray
+    y: FloatArray
+    iterations: int
+    certificate: FloatArray  # δy (infeasible) or δx (unbounded); empty otherwise
+    message: str
+
+
 class _Workspace:
     """One OSQP solver object and the K data it was last given."""
 
@@ -83,15 +98,11 @@ class _Workspace:
         self.M_data: FloatArray | None = None
 
 
-class OSQPBackend:
-    """Solve with OSQP, then refine and verify on the KKT system."""
+class OSQPRunner:
+    """Runs OSQP on the compiled problem; a pool of workspaces, one per concurrent solve."""
 
-    name = "osqp"
-
-    def __init__(self, problem: CompiledProblem, cache: KKTCache) -> None:
+    def __init__(self, problem: CompiledProblem) -> None:
         self.problem = problem
-        self.cache = cache
-        self.rows = np.arange(problem.m_eq, dtype=np.int64)
         M = problem.M
         order = sp.csr_matrix((np.arange(M.nnz, dtype=np.float64), M.indices, M.indptr),
                               shape=M.shape).tocsc()
@@ -99,28 +110,47 @@ class OSQPBackend:
         self._csc_indices, self._csc_indptr = order.indices, order.indptr
         self._pool: list[_Workspace] = []
         self._lock = threading.Lock()
+        #: OSQP solves run so far.
+        self.count = 0
 
     def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        state["_pool"] = []
-        state["_lock"] = None
-        return state
+        return {"problem": self.problem}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    def __setstate__(self, state: dict[str, CompiledProblem]) -> None:
+        self.__init__(state["problem"])  # type: ignore[misc]
 
     def _matrices(self, data: ProblemData) -> tuple[sp.csc_matrix, sp.csc_matrix]:
-        P = self.problem.P
-        n = self.problem.n
+        P, n = self.problem.P, self.problem.n
         Pm = sp.csc_matrix((data.P_data, P.indices, P.indptr), shape=(n, n))
         Mm = sp.csc_matrix((data.M_data[self._csc_order], self._csc_indices, self._csc_indptr),
                            shape=self.problem.M.shape)
         return Pm, Mm
 
-    def _run(self, ws: _Workspace, data: ProblemData) -> tuple[FloatArray, FloatArray, int]:
+    def run(self, data: ProblemData, warm: tuple[FloatArray, FloatArray] | None = None
+            ) -> OSQPResult:
+        """Solve with OSQP (warm-started from ``warm`` = (x, y) when given).
+
+        Raises
+        ------
+        SolverError
+            If OSQP fails (an exception: not convex, or a numerical failure).
+        """
+        with self._lock:
+            ws = self._pool.pop() if self._pool else _Workspace()
+            self.count += 1
+        try:
+            result = self._run(ws, data, warm)
+        except (osqp.OSQPException, ValueError) as exc:
+            raise SolverError(f"OSQP failed ({exc}): the objective may not be convex, or the "
+                              "problem too ill-conditioned for OSQP", STATUS_ERROR) from None
+        with self._lock:
+            self._pool.append(ws)
+        return result
+
+    def _run(self, ws: _Workspace, data: ProblemData,
+             warm: tuple[FloatArray, FloatArray] | None) -> OSQPResult:
         m_eq = self.problem.m_eq
-        upper = data.c
+        upper = np.asarray(data.c)
         lower = np.concatenate([upper[:m_eq], np.full(self.problem.m_ineq, -np.inf)])
         q = data.q
         if ws.solver is None:
@@ -137,38 +167,54 @@ class OSQPBackend:
         else:
             ws.solver.update(q=q, l=lower, u=upper)
         ws.P_data, ws.M_data = data.P_data, data.M_data
+        if warm is not None:
+            ws.solver.warm_start(x=warm[0], y=warm[1])
         result = ws.solver.solve(raise_error=False)
         status = STATUS_MAP.get(result.info.status_val, STATUS_ERROR)
+        message = (f"OSQP did not solve the problem: {_MEANING.get(status or '', status)} "
+                   f"(OSQP status '{result.info.status}')")
+        empty = np.zeros(0)
+        if status == STATUS_INFEASIBLE:
+            return OSQPResult(status, empty, empty, int(result.info.iter),
+                              np.asarray(result.prim_inf_cert, dtype=np.float64), message)
+        if status == STATUS_UNBOUNDED:
+            return OSQPResult(status, empty, empty, int(result.info.iter),
+                              np.asarray(result.dual_inf_cert, dtype=np.float64), message)
         if status is not None:
-            raise SolverError(f"OSQP did not solve the problem: {_MEANING.get(status, status)} "
-                              f"(OSQP status '{result.info.status}')", status)
+            return OSQPResult(status, empty, empty, int(result.info.iter), empty, message)
         x = np.asarray(result.x, dtype=np.float64)
         y = np.asarray(result.y, dtype=np.float64)
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            raise SolverError("OSQP returned a point that is not finite", STATUS_ERROR)
-        return x, y, int(result.info.iter)
+            return OSQPResult(STATUS_ERROR, empty, empty, int(result.info.iter), empty,
+                              "OSQP returned a point that is not finite")
+        return OSQPResult(None, x, y, int(result.info.iter), empty, "")
+
+
+class OSQPBackend:
+    """Equality-constrained QPs: solve with OSQP, then refine and verify on the KKT system."""
+
+    name = "osqp"
+
+    def __init__(self, problem: CompiledProblem, cache: KKTCache) -> None:
+        self.problem = problem
+        self.cache = cache
+        self.rows = np.arange(problem.m_eq, dtype=np.int64)
+        self.runner = OSQPRunner(problem)
 
     def solve(self, data: ProblemData, k_values: FloatArray) -> RawSolution:
         problem, n = self.problem, self.problem.n
         fact = factor(self.cache, data, k_values, self.rows)
-        with self._lock:
-            ws = self._pool.pop() if self._pool else _Workspace()
         rhs = data.rhs
-        try:
-            x, y, iterations = self._run(ws, data)
-        except (osqp.OSQPException, ValueError) as exc:
-            raise SolverError(f"OSQP failed ({exc}); the problem may be nonconvex or too "
-                              "ill-conditioned for OSQP: try solver='kkt'", STATUS_ERROR) from None
-        except SolverError as exc:
-            if exc.status not in (STATUS_INFEASIBLE, STATUS_UNBOUNDED):
-                raise
+        result = self.runner.run(data)
+        if result.status in (STATUS_INFEASIBLE, STATUS_UNBOUNDED):
             # Decide on the equilibrated KKT system, with a certificate verified
             # on the data (this raises, unless OSQP was wrong).
             z, omega, iterations, estimate = fact.solve(rhs)
+        elif result.status is not None:
+            raise SolverError(result.message, result.status)
         else:
-            with self._lock:
-                self._pool.append(ws)
-            z, omega, _, estimate = fact.refine(np.concatenate([x, y]), rhs)
+            iterations = result.iterations
+            z, omega, _, estimate = fact.refine(np.concatenate([result.x, result.y]), rhs)
         accuracy, unique = accept(problem, data, fact, self.rows, omega, estimate)
         z.flags.writeable = False  # the point's x and y are views of it
         return RawSolution(z[:n], z[n:], self.rows, fact, omega, accuracy, unique, iterations,
