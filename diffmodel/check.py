@@ -278,7 +278,7 @@ class _Reference:
         data = problem.data(theta)
         C = problem.M_matrix(data)[rows]
         K = sp.csr_matrix(sp.bmat([[problem.P_matrix(data), C.T], [C, None]]))
-        rhs = np.concatenate([-data.q, data.c[rows]])
+        rhs = np.concatenate([data.rhs[:n], data.rhs[n + rows]])
         # A simple symmetric diagonal scaling (one Jacobi step, not equilibration).
         row_max = np.asarray(abs(K).max(axis=1).toarray(), dtype=np.float64).ravel()
         d = 1.0 / np.sqrt(np.where(row_max > 0, row_max, 1.0))
