@@ -13,9 +13,11 @@ See the documentation in ``docs/`` for the mathematics and conventions.
 
 from __future__ import annotations
 
+from .analysis import Prediction, SensitivityReport, Sweep
 from .check import GradientCheck, GradientCheckRow, check_gradients
 from .errors import (
-    AccuracyWarning, DerivativeError, DiffModelError, ModelError, NotSolvedError, SolverError,
+    AccuracyWarning, DegenerateWarning, DerivativeError, DiffModelError, ModelError,
+    NotSolvedError, SolverError,
 )
 from .model import Model
 from .solution import BatchSolution, Solution
@@ -24,6 +26,9 @@ __all__ = [
     "Model",
     "Solution",
     "BatchSolution",
+    "SensitivityReport",
+    "Prediction",
+    "Sweep",
     "check_gradients",
     "GradientCheck",
     "GradientCheckRow",
@@ -33,6 +38,7 @@ __all__ = [
     "DerivativeError",
     "NotSolvedError",
     "AccuracyWarning",
+    "DegenerateWarning",
     "__version__",
 ]
 

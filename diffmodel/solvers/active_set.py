@@ -31,10 +31,12 @@ from OSQP's certificates, verified on the data.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
 
-from .._typing import FloatArray, IntArray
+from .._typing import BoolArray, FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
 from ..linalg import Factorization
@@ -49,19 +51,35 @@ from .verify import accept, describe_rows
 
 __all__ = ["ActiveSetBackend"]
 
+
+class _State(NamedTuple):
+    """The last verified point, for the next solve to start from."""
+
+    active: IntArray
+    in_set: BoolArray
+    rows: IntArray
+    gather: IntArray  # indices of (−q, c) entering the KKT right-hand side
+    x: FloatArray
+    y: FloatArray
+    degenerate: bool
+
+
+class _Check(NamedTuple):
+    """What verifying a point measured: slacks, their magnitudes, scaled multipliers."""
+
+    slack: FloatArray
+    size: FloatArray
+    lam_hat: FloatArray
+    z_hat: float
+    accuracy: float
+
+#: G is kept dense when it has at most this many entries (rows × columns).
+_DENSE_G = 40_000
 #: OSQP's answer is read with this relative tolerance to guess the active set.
 _GUESS_TOL = 1e-6
 #: A certificate must cancel to this relative level, and its objective or
 #: right-hand-side product must exceed it.
 _CERT_TOL = 1e-6
-
-
-class _Trial:
-    """A candidate active set and what solving over it gave."""
-
-    def __init__(self, active: IntArray) -> None:
-        self.active = np.unique(active).astype(np.int64)
-        self.dependent = np.zeros(0, dtype=np.int64)
 
 
 class ActiveSetBackend:
@@ -86,12 +104,25 @@ class ActiveSetBackend:
         self.problem, self.cache, self.name = problem, cache, name
         self.runner = OSQPRunner(problem)
         self.reuses = 0
-        # The last verified point: (active rows, x, y). Replaced whole, never
-        # mutated: a read by another thread sees one consistent state.
-        self._last: tuple[IntArray, FloatArray, FloatArray] | None = None
+        # The pattern of G (the inequality rows of M, contiguous in its data).
+        M, m_eq = problem.M, problem.m_eq
+        self._g_start = int(M.indptr[m_eq])
+        self._g_indptr = M.indptr[m_eq:] - self._g_start
+        self._g_indices = M.indices[self._g_start:]
+        self._g_cache: tuple[FloatArray, FloatArray | sp.csr_matrix,
+                             FloatArray | sp.csr_matrix] | None = None
+        self._eq_rows = np.arange(m_eq, dtype=np.int64)
+        # The last verified point. Replaced whole, never mutated: a read by
+        # another thread sees one consistent state.
+        self._last: _State | None = None
 
     def __getstate__(self) -> dict[str, object]:
         return {"problem": self.problem, "cache": self.cache, "name": self.name}
+
+    @property
+    def osqp_solves(self) -> int:
+        """OSQP solves run so far."""
+        return self.runner.count
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__(**state)  # type: ignore[misc, arg-type]
@@ -109,12 +140,14 @@ class ActiveSetBackend:
         """
         last = self._last
         if self.name == "kkt" and last is not None:
-            raw = self._polish(data, k_values, last[0], WARM_ACTIVE_SET_STEPS, 0)
+            raw = self._reverify(data, k_values, last)
+            if raw is None:
+                raw = self._polish(data, k_values, last.active, WARM_ACTIVE_SET_STEPS, 0)
             if raw is not None:
                 self.reuses += 1
                 self._remember(raw)
                 return raw
-        result = self.runner.run(data, warm=None if last is None else (last[1], last[2]))
+        result = self.runner.run(data, warm=None if last is None else (last.x, last.y))
         if result.status == STATUS_INFEASIBLE:
             raise self._infeasible(data, result.certificate)
         if result.status == STATUS_UNBOUNDED:
@@ -133,8 +166,42 @@ class ActiveSetBackend:
         return raw
 
     def _remember(self, raw: RawSolution) -> None:
-        m_eq = self.problem.m_eq
-        self._last = (raw.rows[raw.rows >= m_eq] - m_eq, raw.x, raw.y)
+        n, m_eq = self.problem.n, self.problem.m_eq
+        in_set = np.zeros(self.problem.m_ineq, dtype=bool)
+        in_set[raw.active] = True
+        self._last = _State(raw.active, in_set, raw.rows,
+                            np.concatenate([np.arange(n), n + raw.rows]), raw.x, raw.y,
+                            bool(raw.weak.shape[0] or raw.dependent.shape[0]))
+
+    def _reverify(self, data: ProblemData, k_values: FloatArray, last: _State
+                  ) -> RawSolution | None:
+        """The previous active set at new data: one KKT solve, verified (or None).
+
+        The common case of sweeps and training loops, kept lean: a point that
+        is degenerate, singular or violated goes through :meth:`_polish`.
+        """
+        if last.degenerate:
+            return None
+        problem, n, m_eq = self.problem, self.problem.n, self.problem.m_eq
+        fact = factor(self.cache, data, k_values, last.rows)
+        z, omega, _, estimate = fact.solve(data.rhs[last.gather])
+        if fact.singular:
+            return None
+        accuracy, unique = accept(problem, data, fact, last.rows, omega, estimate)
+        slack, size = self._slack(data, z[:n])
+        z_hat = float(np.max(np.abs(z / fact.scale), initial=0.0))
+        lam_hat = z[n + m_eq:] / fact.scale[n + m_eq:]
+        tol = max(DEGENERATE_TOL, 100.0 * accuracy)  # clear of degeneracy, not only feasible
+        outside = ~last.in_set
+        if (lam_hat <= tol * z_hat).any() or (slack[outside] <= tol * size[outside]).any():
+            return None
+        y = np.zeros(problem.layout.rows)
+        y[last.rows] = z[n:]
+        x = z[:n].copy()
+        x.flags.writeable = False
+        y.flags.writeable = False
+        return RawSolution(x, y, last.rows, fact, omega, accuracy, unique, 0,
+                           objective(data.rhs[last.gather], z), last.active)
 
     def _guess(self, data: ProblemData, x: FloatArray, y: FloatArray) -> IntArray:
         """Rows with a clearly positive multiplier or a negligible slack in OSQP's point."""
@@ -147,10 +214,19 @@ class ActiveSetBackend:
     def _slack(self, data: ProblemData, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """h − G x for every inequality row, and the magnitude |G||x| + |h| of its terms."""
         problem = self.problem
-        M = sp.csr_matrix((data.M_data, problem.M.indices, problem.M.indptr),
-                          shape=problem.M.shape)[problem.m_eq:]
-        h = np.asarray(data.c)[problem.m_eq:]
-        return h - M @ x, abs(M) @ np.abs(x) + np.abs(h)
+        cached = self._g_cache  # (an atomic read; replaced whole)
+        if cached is None or cached[0] is not data.M_data:
+            # G and |G| for these data (the engine hands out the same M data
+            # while the parameters of M do not change).
+            values = data.M_data[self._g_start:]
+            shape = (problem.m_ineq, problem.n)
+            G: FloatArray | sp.csr_matrix = sp.csr_matrix(
+                (values, self._g_indices, self._g_indptr), shape=shape)
+            if shape[0] * shape[1] <= _DENSE_G:
+                G = G.toarray()  # small: dense products are several times faster
+            cached = self._g_cache = (data.M_data, G, abs(G))
+        h = data.rhs[problem.n + problem.m_eq:]
+        return h - cached[1] @ x, cached[2] @ np.abs(x) + np.abs(h)
 
     # ----------------------------------------------------------------- polish
 
@@ -158,71 +234,70 @@ class ActiveSetBackend:
                 iterations: int) -> RawSolution | None:
         """Primal-dual active-set steps from ``active``; the verified point, or None."""
         problem, n, m_eq = self.problem, self.problem.n, self.problem.m_eq
-        trial = _Trial(active)
+        in_set = np.zeros(problem.m_ineq, dtype=bool)
+        in_set[active] = True
+        dependent = np.zeros(problem.m_ineq, dtype=bool)
         seen: set[bytes] = set()
         for _ in range(steps):
-            key = trial.active.tobytes()
+            key = in_set.tobytes()
             if key in seen:  # cycling: give up on this start
                 return None
             seen.add(key)
-            kept = np.setdiff1d(trial.active, trial.dependent)
-            rows = np.concatenate([np.arange(m_eq), m_eq + kept]).astype(np.int64)
+            kept = np.flatnonzero(in_set & ~dependent)
+            rows = np.concatenate([self._eq_rows, m_eq + kept])
             fact = factor(self.cache, data, k_values, rows)
             rhs = np.concatenate([data.rhs[:n], data.rhs[n + rows]])
             z, omega, _, estimate = fact.solve(rhs)
             if fact.singular:
                 drop = _dependent(fact, kept, m_eq)
                 if drop.shape[0]:
-                    trial.dependent = np.union1d(trial.dependent, drop)
+                    dependent[drop] = True
                     seen.discard(key)
                     continue
             accuracy, unique = accept(problem, data, fact, rows, omega, estimate)
-            lam = z[n + m_eq:]
             slack, size = self._slack(data, z[:n])
             tol = max(ACTIVE_TOL, 10.0 * accuracy)
             z_hat = float(np.max(np.abs(z / fact.scale), initial=0.0))
-            lam_hat = lam / fact.scale[n + m_eq:]
-            outside = np.ones(problem.m_ineq, dtype=bool)
-            outside[trial.active] = False
-            violated = np.flatnonzero(outside & (slack < -tol * size))
+            lam_hat = z[n + m_eq:] / fact.scale[n + m_eq:]
+            violated = ~in_set & (slack < -tol * size)
             negative = kept[lam_hat < -tol * z_hat]
-            if violated.shape[0] == 0 and negative.shape[0] == 0:
-                return self._verified(data, k_values, trial, kept, rows, fact, z, omega,
-                                      accuracy, unique, iterations, lam_hat, z_hat, slack, size)
-            trial = _Trial(np.union1d(np.setdiff1d(trial.active, negative), violated))
+            if not violated.any() and negative.shape[0] == 0:
+                check = _Check(slack, size, lam_hat, z_hat, accuracy)
+                return self._verified(data, k_values, in_set, dependent, kept, rows, fact, z,
+                                      omega, unique, iterations, check)
+            in_set[negative] = False
+            in_set |= violated
         return None
 
-    def _verified(self, data: ProblemData, k_values: FloatArray, trial: _Trial, kept: IntArray,
-                  rows: IntArray,
-                  fact: Factorization, z: FloatArray, omega: float, accuracy: float,
-                  unique: bool, iterations: int, lam_hat: FloatArray, z_hat: float,
-                  slack: FloatArray, size: FloatArray) -> RawSolution:
+    def _verified(self, data: ProblemData, k_values: FloatArray, in_set: BoolArray,
+                  dependent: BoolArray, kept: IntArray, rows: IntArray, fact: Factorization,
+                  z: FloatArray, omega: float, unique: bool, iterations: int, check: _Check
+                  ) -> RawSolution:
         """The RawSolution of a verified point, with its degenerate rows classified."""
         problem, n, m_eq = self.problem, self.problem.n, self.problem.m_eq
         y = np.zeros(problem.layout.rows)
         y[rows] = z[n:]
-        if trial.dependent.shape[0]:
-            y = _share_multipliers(problem, data, y, kept, trial.dependent)
-        tol = max(DEGENERATE_TOL, 100.0 * accuracy)
-        weak_in = kept[lam_hat <= tol * z_hat]
-        outside = np.ones(problem.m_ineq, dtype=bool)
-        outside[trial.active] = False
-        weak_out = np.flatnonzero(outside & (slack <= tol * size))
-        active = np.union1d(trial.active, weak_out)
-        weak = np.union1d(weak_in, weak_out)
-        if weak_out.shape[0]:
+        dropped = np.flatnonzero(dependent)
+        if dropped.shape[0]:
+            y = _share_multipliers(problem, data, y, kept, dropped)
+        tol = max(DEGENERATE_TOL, 100.0 * check.accuracy)
+        weak = np.zeros(problem.m_ineq, dtype=bool)
+        weak[kept[check.lam_hat <= tol * check.z_hat]] = True
+        weak_out = ~in_set & (check.slack <= tol * check.size)
+        if weak_out.any():
             # Binding rows outside the set join the KKT system, as reverse mode
             # and Jacobians treat weakly active rows (see diffmodel.diff). Their
             # multipliers are zero; x and y are unchanged.
-            kept = np.union1d(kept, weak_out)
-            rows = np.concatenate([np.arange(m_eq), m_eq + kept]).astype(np.int64)
+            weak |= weak_out
+            kept = np.flatnonzero((in_set | weak_out) & ~dependent)
+            rows = np.concatenate([self._eq_rows, m_eq + kept])
             fact = factor(self.cache, data, k_values, rows)
         x = z[:n].copy()
         x.flags.writeable = False
         y.flags.writeable = False
-        return RawSolution(x, y, rows, fact, omega, accuracy, unique, iterations,
-                           objective(data.rhs, np.concatenate([x, y])), active, weak,
-                           trial.dependent)
+        return RawSolution(x, y, rows, fact, omega, check.accuracy, unique, iterations,
+                           objective(data.rhs, np.concatenate([x, y])),
+                           np.flatnonzero(in_set | weak_out), np.flatnonzero(weak), dropped)
 
     # ----------------------------------------------------------- certificates
 
