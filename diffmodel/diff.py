@@ -39,6 +39,7 @@ from .compiled import CompiledProblem, LinearMap
 from .errors import DerivativeError
 from .linalg import Factorization, KKTPattern
 from .point import Point
+from .solvers.active_set import dependent_row, loose_row
 from .tolerances import BACKWARD_TOL
 
 __all__ = ["tangent", "adjoint", "adjoint_block", "objective_gradient", "jacobian",
@@ -180,7 +181,7 @@ def tangent(point: Point, dtheta: FloatArray, call: str = "derivative()"
     check_differentiable(point, call)
     problem, rows = point.problem, point.rows
     gx, gr = _dF_times(problem, point.x, point.y, dtheta)
-    if point.raw.weak.shape[0]:
+    if point.raw.weak.shape[0] or point.raw.dependent.shape[0]:
         return _one_sided(point, gx, gr, call)
     return _solve_rows(point, point.factorization, rows, gx, gr, call)
 
@@ -208,25 +209,42 @@ def _one_sided(point: Point, gx: FloatArray, gr: FloatArray, call: str
         minimize ½ dxᵀP dx + dxᵀ gx
         subject to  M_E∪S dx + gr_E∪S = 0,   M_W dx + gr_W ≤ 0,
 
-    whose solution is piecewise linear in dθ. Its own active set among W is
-    found by primal-dual active-set steps: a row of W leaves when its
-    multiplier derivative is negative, and comes back when its slack
-    derivative is negative. Each step is one KKT solve over E ∪ S ∪ W'.
+    whose solution is piecewise linear in dθ. Its own active set is found by
+    primal-dual active-set steps over the binding rows, one KKT solve each: a
+    row of W leaves when its multiplier derivative is negative and comes back
+    when its slack derivative is negative. Binding rows that depend linearly
+    on others (whose multipliers can be shared in many ways) leave when the
+    linearized rows are inconsistent along dθ: the row that cannot stay
+    binding goes (see :func:`~diffmodel.solvers.active_set.loose_row`).
     """
-    problem, n, m_eq = point.problem, point.problem.n, point.problem.m_eq
+    problem, m_eq = point.problem, point.problem.m_eq
     M = point_matrix(point)
-    weak_rows = m_eq + point.raw.weak
-    base = np.setdiff1d(point.rows, weak_rows)
-    in_set = np.ones(weak_rows.shape[0], dtype=bool)
+    raw = point.raw
+    binding = np.zeros(problem.m_ineq, dtype=bool)
+    binding[raw.active] = True
+    weak = np.zeros(problem.m_ineq, dtype=bool)
+    weak[raw.weak] = True
+    in_set = binding.copy()
+    g_rows = m_eq + np.arange(problem.m_ineq)
     scale = float(np.max(np.abs(gx), initial=0.0)) + float(np.max(np.abs(gr), initial=0.0))
     tol = 1e-12 * max(scale, 1e-300)
-    for _ in range(2 * weak_rows.shape[0] + 2):
-        rows = np.sort(np.concatenate([base, weak_rows[in_set]]))
+    for _ in range(4 * raw.active.shape[0] + 4):
+        kept = np.flatnonzero(in_set)
+        rows = np.concatenate([np.arange(m_eq), m_eq + kept])
         fact = _factor_rows(point, rows)
+        rhs = -np.concatenate([gx, gr[rows]])
+        if fact.singular:
+            z, omega, _, _ = fact.solve(rhs)
+            drop = (dependent_row(fact, kept, m_eq) if omega <= BACKWARD_TOL
+                    else loose_row(fact, kept, m_eq, rhs[problem.n:]))
+            if drop.shape[0] == 0:
+                break
+            in_set[drop] = False
+            continue
         dx, dy = _solve_rows(point, fact, rows, gx, gr, call)
-        d_slack = -(M[weak_rows] @ dx + gr[weak_rows])  # derivative of h − G x on W
-        leave = in_set & (dy[weak_rows] < -tol)
-        enter = ~in_set & (d_slack < -tol)
+        d_slack = -(M[g_rows] @ dx + gr[g_rows])  # derivative of h − G x
+        leave = in_set & weak & (dy[g_rows] < -tol)
+        enter = ~in_set & binding & (d_slack < -tol)
         if not leave.any() and not enter.any():
             return dx, dy
         in_set = (in_set & ~leave) | enter

@@ -277,7 +277,7 @@ class Model:
         for vname, arr in sol.primal.items():
             self._variables[vname].save_value(arr.copy())
         for cname, arr in sol.dual.items():
-            con = self._constraints[cname]
+            con = self._constraints.get(cname)  # bounds of variables have no CVXPY object
             if con is not None:
                 con.save_dual_value(arr.copy())
         self._latest, self._last_failure = sol, None

@@ -41,7 +41,7 @@ from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
 from ..linalg import Factorization
 from ..tolerances import (
-    ACTIVE_TOL, DEGENERATE_TOL, MAX_ACTIVE_SET_STEPS, WARM_ACTIVE_SET_STEPS,
+    ACTIVE_TOL, BACKWARD_TOL, DEGENERATE_TOL, MAX_ACTIVE_SET_STEPS, WARM_ACTIVE_SET_STEPS,
 )
 from .base import STATUS_INACCURATE, STATUS_INFEASIBLE, STATUS_UNBOUNDED, RawSolution, objective
 from .cache import KKTCache
@@ -49,7 +49,7 @@ from .direct import factor
 from .osqp import OSQPRunner
 from .verify import accept, describe_rows
 
-__all__ = ["ActiveSetBackend"]
+__all__ = ["ActiveSetBackend", "loose_row", "dependent_row"]
 
 
 class _State(NamedTuple):
@@ -249,11 +249,17 @@ class ActiveSetBackend:
             rhs = np.concatenate([data.rhs[:n], data.rhs[n + rows]])
             z, omega, _, estimate = fact.solve(rhs)
             if fact.singular:
-                drop = _dependent(fact, kept, m_eq)
-                if drop.shape[0]:
-                    dependent[drop] = True
-                    seen.discard(key)
-                    continue
+                if omega <= BACKWARD_TOL:  # dependent but consistent: share multipliers
+                    drop = dependent_row(fact, kept, m_eq)
+                    if drop.shape[0]:
+                        dependent[drop] = True
+                        seen.discard(key)
+                        continue
+                else:  # dependent and inconsistent: one of the rows cannot bind
+                    loose = loose_row(fact, kept, m_eq, rhs[n:])
+                    if loose.shape[0]:
+                        in_set[loose] = False
+                        continue
             accuracy, unique = accept(problem, data, fact, rows, omega, estimate)
             slack, size = self._slack(data, z[:n])
             tol = max(ACTIVE_TOL, 10.0 * accuracy)
@@ -307,14 +313,10 @@ class ActiveSetBackend:
         M = sp.csr_matrix((data.M_data, problem.M.indices, problem.M.indptr),
                           shape=problem.M.shape)
         c = np.asarray(data.c)
-        dy = dy.copy()
-        top = float(np.max(np.abs(dy), initial=0.0))
-        tail = dy[problem.m_eq:]  # a view: the inequality rows
-        tail[(tail < 0) & (tail > -_CERT_TOL * top)] = 0.0  # rounding-level negatives
-        valid_sign = bool(np.all(tail >= 0))
-        cancel = np.abs(M.T @ dy) <= _CERT_TOL * (abs(M).T @ np.abs(dy)) + 1e-300
-        if valid_sign and bool(np.all(cancel)) and float(c @ dy) < -_CERT_TOL * float(
-                np.abs(c) @ np.abs(dy)):
+        dy = _clean(dy)
+        valid_sign = bool(np.all(dy[problem.m_eq:] >= 0))
+        if (valid_sign and _cancels(M.T @ dy, abs(M).T @ np.abs(dy))
+                and float(c @ dy) < -_CERT_TOL * float(np.abs(c) @ np.abs(dy))):
             rows = np.flatnonzero(dy != 0)
             return SolverError(
                 "the constraints are inconsistent (infeasible): a nonnegative combination of "
@@ -331,12 +333,13 @@ class ActiveSetBackend:
         P = problem.P_matrix(data)
         M = sp.csr_matrix((data.M_data, problem.M.indices, problem.M.indptr),
                           shape=problem.M.shape)
+        dx = _clean(dx)
         q, adx = data.q, np.abs(dx)
         Mdx, Mmag = M @ dx, abs(M) @ adx
-        eq, ineq = slice(0, problem.m_eq), slice(problem.m_eq, None)
-        flat = bool(np.all(np.abs(P @ dx) <= _CERT_TOL * (abs(P) @ adx) + 1e-300))
-        feasible = (bool(np.all(np.abs(Mdx[eq]) <= _CERT_TOL * Mmag[eq] + 1e-300))
-                    and bool(np.all(Mdx[ineq] <= _CERT_TOL * Mmag[ineq] + 1e-300)))
+        m_eq = problem.m_eq
+        flat = _cancels(P @ dx, abs(P) @ adx)
+        feasible = (_cancels(Mdx[:m_eq], Mmag[:m_eq])
+                    and _cancels(np.maximum(Mdx[m_eq:], 0.0), Mmag[m_eq:]))
         if flat and feasible and float(q @ dx) < -_CERT_TOL * float(np.abs(q) @ adx):
             return SolverError(
                 "the problem is unbounded below: there is a feasible direction along which "
@@ -347,7 +350,43 @@ class ActiveSetBackend:
             "ill-conditioned to decide", STATUS_INACCURATE)
 
 
-def _dependent(fact: Factorization, kept: IntArray, m_eq: int) -> IntArray:
+def _clean(v: FloatArray) -> FloatArray:
+    """A certificate with its rounding-level entries (below 1e-9 of the largest) set to 0."""
+    top = float(np.max(np.abs(v), initial=0.0))
+    return np.where(np.abs(v) > 1e-9 * top, v, 0.0)
+
+
+def _cancels(residual: FloatArray, magnitude: FloatArray) -> bool:
+    """Whether each entry of a residual is negligible against the magnitude of its terms
+    (entries whose terms are all negligible are measured against the largest)."""
+    floor = 1e-9 * float(np.max(magnitude, initial=0.0))
+    return bool(np.all(np.abs(residual) <= _CERT_TOL * (magnitude + floor)))
+
+
+def loose_row(fact: Factorization, kept: IntArray, m_eq: int, c_rows: FloatArray
+               ) -> IntArray:
+    """An inequality row that cannot bind when the binding rows are dependent but
+    their right-hand sides are not.
+
+    A null vector w of the constraint rows (Σ wᵢ Mᵢ = 0) and the slacks
+    sᵢ = cᵢ − Mᵢ x ≥ 0 of any feasible x satisfy Σ wᵢ sᵢ = wᵀc: with w
+    signed so that wᵀc > 0, some row with wᵢ > 0 has sᵢ > 0. The inequality
+    row of largest such weight leaves the active set.
+    """
+    n = fact.n
+    for e in fact.null_vectors().T:
+        w = e[n:]
+        if float(np.max(np.abs(w), initial=0.0)) <= 1e-3 * float(np.abs(e).max()):
+            continue
+        if float(w @ c_rows) < 0:
+            w = -w
+        ineq = w[m_eq:]
+        if ineq.shape[0] and float(ineq.max()) > 0:
+            return kept[[int(np.argmax(ineq))]]
+    return np.zeros(0, dtype=np.int64)
+
+
+def dependent_row(fact: Factorization, kept: IntArray, m_eq: int) -> IntArray:
     """Active inequality rows to leave out of a singular KKT system.
 
     A null vector (d, w) of K with w supported on constraint rows is a linear
