@@ -1,4 +1,4 @@
-"""Sensitivity reports, first-order predictions and sweeps (diffmodel.report).
+"""Sensitivity reports, first-order predictions and sweeps (diffmodel.analysis).
 
 Every number is checked against something computed independently of the
 report: central finite differences of re-solves, CVXPY's own duals
@@ -7,6 +7,7 @@ report: central finite differences of re-solves, CVXPY's own duals
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 
 import diffmodel as dm
-from diffmodel import report as rp
+from diffmodel import analysis as rp
+from diffmodel.analysis import labels as lb
 from problems import GENERATORS, make
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -169,6 +171,45 @@ def test_shadow_prices_match_cvxpy_duals_and_finite_differences(swapped: bool,
                                rtol=1e-12, atol=1e-14)
     assert "per unit increase of the right-hand side" in price.meaning
     assert ("+ν" if maximize else "−ν") in price.meaning
+
+
+@pytest.mark.parametrize("maximize", [False, True], ids=["min", "max"])
+def test_inequality_shadow_prices_match_cvxpy_duals_and_finite_differences(
+        maximize: bool) -> None:
+    # cap: A x <= b (row 0 binding, row 1 slack); floor: x[2] >= c, which CVXPY
+    # stores as c <= x[2]: relaxing it to c <= x[2] + ε lowers the floor by ε.
+    x = cp.Variable(3, name="x")
+    A = cp.Parameter((2, 3), name="A")
+    b = cp.Parameter(2, name="b")
+    c = cp.Parameter(name="c")
+    q = np.array([-2.0, -1.0, 1.0])
+    f = 0.5 * cp.sum_squares(x) + q @ x
+    cons = {"cap": A @ x <= b, "floor": x[2] >= c}
+    objective = cp.Maximize(-f) if maximize else cp.Minimize(f)
+    model = dm.Model(objective, cons)
+    values = {"A": np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]), "b": np.array([1.0, 5.0]),
+              "c": 0.5}
+    sol = model.solve(**values)
+    report = model.sensitivity()
+    cap, floor = report.shadow_prices["cap"], report.shadow_prices["floor"]
+    assert (cap.lhs, cap.relation, cap.rhs) == ("A @ x", "<=", "b")
+    assert (floor.lhs, floor.relation, floor.rhs) == ("c", "<=", "x[2]")
+    assert "relaxed to c <= x[2] + ε" in floor.meaning
+    problem = cp.Problem(objective, list(cons.values()))
+    for p in problem.parameters():
+        p.value = values[p.name()]
+    problem.solve(solver=cp.CLARABEL)
+    np.testing.assert_allclose(cap.dual, cons["cap"].dual_value, atol=1e-6)
+    np.testing.assert_allclose(floor.dual, cons["floor"].dual_value, atol=1e-6)
+    assert cap.dual[0] > 0.1 and floor.dual > 0.1 and cap.price[1] == 0.0  # row 1 slack
+    for i in range(2):
+        fd = _fd_entry(model, values, "b", np.eye(2)[i], lambda s: s.value)
+        assert cap.price[i] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    fd = _fd_entry(model, values, "c", np.array(-1.0), lambda s: s.value)
+    assert float(floor.price) == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    assert np.sign(float(floor.price)) == (1.0 if maximize else -1.0)
+    assert sol.value == report.value
+    assert "cap: A @ x <= b" in str(report)
 
 
 # ---------------------------------------------------------------- blocks
@@ -358,8 +399,10 @@ def test_errors_name_the_culprit() -> None:
         model.predict({"b": np.zeros(3)})
     with pytest.raises(dm.ModelError, match=r"must have shape \(k,\) or \(k, \*\(2,\)\)"):
         model.sweep("b", np.ones((3, 3)))
-    with pytest.raises(dm.ModelError, match="expected a diffmodel Model"):
+    with pytest.raises(dm.ModelError, match="expected a diffmodel Solution"):
         rp.sensitivity("model")  # type: ignore[arg-type]
+    with pytest.raises(dm.ModelError, match=r"got Model: pass model.solution"):
+        rp.predict(model, {"b": np.zeros(2)})  # type: ignore[arg-type]
     assert model.solution is not None  # still usable
     model.sensitivity()
 
@@ -432,12 +475,14 @@ def test_sweep_compares_predictions_with_resolves(kind: str) -> None:
     sw = model.sweep(name, path)
     assert sw.step_kind == kind and sw.failures == ()
     np.testing.assert_array_equal(path, path_copy)
-    # Restored: the same solution and parameter values as before.
-    after = model.solution
-    assert after is not None and after.value == pytest.approx(before.value, rel=1e-14)
-    np.testing.assert_allclose(after.primal["x"], before.primal["x"], atol=1e-14)
+    # Untouched: the same latest solution, parameter and variable values as before
+    # (re-solves go through the solution's engine, not through the model).
+    assert model.solution is before
     for p, v in values.items():
         np.testing.assert_array_equal(model.parameters[p].value, v)
+    np.testing.assert_array_equal(x.value, before.primal["x"])
+    np.testing.assert_array_equal(model.constraints["balance"].dual_value,
+                                  before.dual["balance"])
     # Independent re-solves and first-order predictions at every step.
     fresh = dm.Model(cp.Minimize(s * cp.sum_squares(x) + np.array([1.0, -1.0, 0.5]) @ x),
                      {"balance": A @ x == b})
@@ -470,8 +515,66 @@ def test_sweep_records_failed_steps_and_restores() -> None:
     assert [i for i, _ in sw.failures] == [1] and "infeasible" in sw.failures[0][1]
     assert np.isnan(sw.value[1]) and np.isnan(sw.error[1]) and not np.isnan(sw.value[0])
     assert any("sweep of 'A'" in n and "step 1" in n for n in report.notes)
-    assert model.solution is not None and before is not None
-    np.testing.assert_allclose(model.solution.primal["x"], before.primal["x"], atol=1e-14)
+    assert model.solution is before
+
+
+def test_analyses_use_their_own_solution() -> None:
+    # A report, a prediction and a sweep of an older solution are those of that
+    # solution, whatever the model solved since: compare with a fresh model.
+    model, values = _small_model()
+    old = model.solve(**values)
+    other = {**values, "b": np.array([3.0, 0.5]), "A": values["A"] + 0.3}
+    model.solve(**other)
+    fresh, _ = _small_model()  # solved at ``values``
+    report, ref = old.sensitivity(top=3), fresh.sensitivity(top=3)
+    assert report.value == pytest.approx(ref.value, rel=1e-13)
+    for key, blk in ref.blocks.items():
+        np.testing.assert_allclose(report.blocks[key].jacobian, blk.jacobian, rtol=1e-10,
+                                   atol=1e-13)
+    np.testing.assert_allclose(rp.predict(old, {"b": np.ones(2)}).primal["x"],
+                               fresh.predict({"b": np.ones(2)}).primal["x"], atol=1e-13)
+    sw = rp.sweep(old, "b", [1.0, 1.5])
+    assert sw.value[0] == pytest.approx(old.value, rel=1e-13)
+    # The model's latest solution and parameter values stay those of ``other``.
+    np.testing.assert_array_equal(model.parameters["b"].value, other["b"])
+    assert model.solution is not None and model.solution is not old
+
+
+def test_sweep_failures_speak_of_the_model_sense() -> None:
+    x = cp.Variable(2, name="x")
+    g = cp.Parameter(nonneg=True, name="g")
+    mu = cp.Parameter(2, name="mu")
+    model = dm.Model(cp.Maximize(mu @ x - g * cp.sum_squares(x)), {"budget": cp.sum(x) == 1})
+    sol = model.solve(g=1.0, mu=np.array([1.0, 2.0]))
+    sw = sol.sweep("g", [1.0, 0.0])  # g = 0: the utility grows without bound
+    assert [i for i, _ in sw.failures] == [1]
+    assert "unbounded above" in sw.failures[0][1] and "increases" in sw.failures[0][1]
+    assert sw.value[0] == pytest.approx(sol.value, rel=1e-13)
+
+
+def test_constraint_sides_are_readable() -> None:
+    # Sides in the order CVXPY stores them; numeric literals read C.
+    x = cp.Variable(3, name="x")
+    b = cp.Parameter(2, name="b")
+    A = np.arange(6.0).reshape(2, 3)
+    assert lb.constraint_sides(str(A @ x == b)) == ("C @ x", "b", "==")
+    assert lb.constraint_sides(str(b == A @ x)) == ("b", "C @ x", "==")
+    assert lb.constraint_sides(str(A @ x <= b)) == ("C @ x", "b", "<=")
+    big = np.arange(400.0).reshape(20, 20)
+    y = cp.Variable(20, name="y")
+    lhs, rhs, _ = lb.constraint_sides(str(big @ y - big @ y[::-1] == 0))
+    assert "\n" not in lhs and lhs.startswith("C @ y") and rhs == "0.0"
+    # A text cut short before the relation keeps what it shows.
+    assert lb.constraint_sides("[[1.00 2.00] [3.0 ...") == ("C...", "...", "==")
+    assert lb.constraint_sides("x[0] + y[1] == 1.0") == ("x[0] + y[1]", "1.0", "==")
+
+
+def test_importing_diffmodel_needs_neither_matplotlib_nor_pandas() -> None:
+    code = ("import sys, diffmodel, diffmodel.analysis\n"
+            "assert 'matplotlib' not in sys.modules and 'pandas' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- renderings
@@ -607,6 +710,27 @@ def test_progress_bar_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr() == ("", "")
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_automatic_progress_bar_needs_a_terminal_and_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffmodel.analysis import _common
+
+    model, _ = _small_model()
+    for delay, shown in ((_common.PROGRESS_DELAY, False), (0.0, True)):
+        monkeypatch.setattr(_common, "PROGRESS_DELAY", delay)
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        model.sweep("b", [0.5, 1.0, 1.5])  # progress=None: automatic
+        out = terminal.getvalue()
+        assert ("sweep of 'b'" in out and "3/3" in out) is shown, out
+    with pytest.raises(dm.ModelError, match="progress must be None, True or False"):
+        model.sweep("b", [1.0], progress="yes")  # type: ignore[arg-type]
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
@@ -615,14 +739,17 @@ def _chromium() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed")
+@pytest.mark.browser
 def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed")
     _, report = _report_with_sweep()
     page = report.to_html(tmp_path / "report.html")
     shot = tmp_path / "shot.png"
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
-            [str(_chromium()), "--headless", "--no-sandbox", "--disable-gpu",
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu",
              "--disable-background-networking", "--disable-component-update",
              "--no-first-run", f"--user-data-dir={profile}", f"--screenshot={shot}",
              "--window-size=1200,1600", page.as_uri()],

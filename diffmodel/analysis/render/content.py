@@ -1,0 +1,244 @@
+"""The content of a report, built once for every format.
+
+A report is a list of :class:`Section` objects: a title, paragraphs, tables
+(:class:`Table`: headers, rows of formatted cells, a caption) and plots
+(:class:`Plot`: what to draw, not a drawing). :mod:`.text`, :mod:`.markdown`
+and :mod:`.html` write these sections; :mod:`.plots` draws the plots.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from .._common import FloatArray, IntArray, top_indices
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..results import BlockSensitivity, Influence, SensitivityReport, Sweep
+
+__all__ = ["Table", "Plot", "Section", "num", "largest_first", "slug", "sections",
+           "report_plots", "sweep_table", "NOTES"]
+
+#: Title of the notes section (rendered as a list of bullets).
+NOTES = "Notes"
+
+
+@dataclass
+class Table:
+    """A table: headers, rows of formatted cells, caption, numeric columns."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    numeric: Sequence[bool] = ()
+
+    def aligned(self) -> list[bool]:
+        """Whether each column is numeric (right-aligned)."""
+        return list(self.numeric) + [False] * (len(self.headers) - len(self.numeric))
+
+
+@dataclass
+class Plot:
+    """A plot to draw: ``key`` names its file (``<key>.png``) and HTML figure."""
+
+    key: str
+    title: str
+    kind: Literal["tornado", "heatmap", "sweep"]
+    block: BlockSensitivity | None = None
+    sweep: Sweep | None = None
+
+
+@dataclass
+class Section:
+    """A titled part of the report; ``level`` 1 is the title, 3 a block's part."""
+
+    title: str
+    level: int = 2
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+
+
+def num(value: float | None) -> str:
+    """A number in six significant digits; "n/a" for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.6g}"
+
+
+def largest_first(values: FloatArray, k: int) -> IntArray:
+    """Indices of the ``k`` entries of largest magnitude, largest first."""
+    return top_indices(np.abs(values), k)
+
+
+def slug(name: str) -> str:
+    """``name`` made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _objective_table(report: SensitivityReport) -> Table:
+    items = []
+    for p, obj in report.objective.items():
+        labels = report.labels[p]
+        for j, (t, g, e) in enumerate(zip(obj.value.ravel(order="F"),
+                                          obj.gradient.ravel(order="F"),
+                                          obj.elasticity.ravel(order="F"))):
+            items.append((labels[j], float(t), float(g), float(e)))
+    total = len(items)
+    order = (largest_first(np.array([g for _, _, g, _ in items]), report.k) if items
+             else np.zeros(0, dtype=np.int64))
+    rows = [[items[i][0], num(items[i][1]), num(items[i][2]), num(items[i][3])]
+            for i in order]
+    caption = (f"all {total} parameter entries" if total <= report.k else
+               f"the {report.k} largest of {total} parameter entries by |∂f*/∂θ|")
+    return Table(["parameter entry", "θ", "∂f*/∂θ", "elasticity"], rows,
+                 caption + "; elasticity = ∂f*/∂θ · θ / f*", (False, True, True, True))
+
+
+def _shadow_tables(report: SensitivityReport) -> tuple[list[str], list[Table]]:
+    paragraphs, tables = [], []
+    for c, sp in report.shadow_prices.items():
+        paragraphs.append(f"{c}: {sp.meaning}.")
+        labels = report.labels[c]
+        nu = sp.dual.ravel(order="F")
+        price = sp.price.ravel(order="F")
+        order = largest_first(price, report.k)
+        caption = (f"{c}: {sp.lhs} {sp.relation} {sp.rhs}" if nu.shape[0] <= report.k else
+                   f"{c}: the {report.k} largest of {nu.shape[0]} entries by |price|")
+        rows = [[labels[i], num(float(nu[i])), num(float(price[i]))] for i in order]
+        tables.append(Table(["constraint entry", "dual ν", "∂f*/∂rhs (price)"], rows,
+                            caption, (False, True, True)))
+    return paragraphs, tables
+
+
+def _block_summary(report: SensitivityReport) -> Table:
+    rows = []
+    for (o, p), blk in report.blocks.items():
+        big = blk.largest[0] if blk.largest else None
+        rows.append([f"∂{o}/∂{p}", blk.kind, f"{blk.shape[0]} × {blk.shape[1]}",
+                     num(blk.norm), num(blk.max_abs),
+                     f"{big.output_label} w.r.t. {big.parameter_label}" if big else "",
+                     "yes" if blk.jacobian is not None else "no (capped)"])
+    return Table(["block", "output", "shape", "norm (Frobenius)", "max |entry|",
+                  "largest entry", "stored"], rows,
+                 "one row per (output, parameter) block of dz/dθ",
+                 (False, False, False, True, True, False, False))
+
+
+def _block_table(blk: BlockSensitivity, k: int) -> Table:
+    rows = [[f"{e.output_label} w.r.t. {e.parameter_label}", num(e.derivative),
+             num(e.elasticity)] for e in blk.largest]
+    total = blk.shape[0] * blk.shape[1]
+    caption = (f"∂{blk.output}/∂{blk.parameter}: all {total} entries" if total <= k else
+               f"∂{blk.output}/∂{blk.parameter}: the {len(blk.largest)} largest of "
+               f"{total} entries")
+    return Table(["entry", "derivative", "elasticity"], rows,
+                 caption + "; elasticity = derivative · θ / output", (False, True, True))
+
+
+def _ranking_table(items: Sequence[Influence], caption: str, score: str) -> Table:
+    rows = [[str(i + 1), inf.label, num(inf.score)] for i, inf in enumerate(items)]
+    return Table(["rank", "parameter entry", score], rows, caption, (True, False, True))
+
+
+def _ranking_tables(report: SensitivityReport) -> list[Table]:
+    tables = [_ranking_table(report.top.objective, "objective: by |∂f*/∂θ|", "|∂f*/∂θ|")]
+    if report.top.overall:
+        tables.append(_ranking_table(
+            report.top.overall, "all reported outputs: by the norm of the column ∂z/∂θⱼ",
+            "column norm"))
+    for o, items in report.top.per_output.items():
+        tables.append(_ranking_table(items, f"{o}: by the norm of ∂{o}/∂θⱼ", "column norm"))
+    return tables
+
+
+def sweep_table(sw: Sweep) -> Table:
+    """The steps of a sweep: re-solved and predicted values, and their errors."""
+    head = {"multiplier": "multiplier t", "value": sw.parameter, "index": "step"}[sw.step_kind]
+    rows = [[num(float(s)), num(float(v)), num(float(pv)), num(float(ve)), num(float(e))]
+            for s, v, pv, ve, e in zip(sw.steps, sw.value, sw.predicted_value,
+                                       sw.value_error, sw.error)]
+    return Table([head, "f* (re-solved)", "f* (first order)", "|value error|",
+                  "max |solution error|"], rows,
+                 f"sweep of {sw.parameter}: first-order prediction against re-solves",
+                 (True, True, True, True, True))
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _head(report: SensitivityReport) -> Section:
+    sense = "maximized" if report.sense == "maximize" else "minimized"
+    blocks = (f"Blocks by {report.mode} passes ({report.solves} solves with the stored "
+              f"factorization)" if report.mode != "none" else "No Jacobian blocks")
+    return Section("Sensitivity report", level=1, paragraphs=[
+        f"Optimal value f* = {num(report.value)} ({sense}). Outputs: "
+        f"{', '.join(report.outputs) or 'none'}; parameters: "
+        f"{', '.join(report.parameters) or 'none'}. {blocks}, {report.seconds:.2f} s."])
+
+
+def _objective_section(report: SensitivityReport) -> Section:
+    sec = Section("Objective sensitivity ∂f*/∂θ", paragraphs=[
+        "From the Lagrangian at the optimum (envelope theorem); no solve."])
+    if not report.objective:
+        sec.paragraphs.append("No parameters reported.")
+    else:
+        sec.tables.append(_objective_table(report))
+        sec.plots.append(Plot("tornado", "Objective sensitivity", "tornado"))
+    return sec
+
+
+def _block_sections(report: SensitivityReport) -> list[Section]:
+    summary = Section("Solution sensitivities dz/dθ", paragraphs=[
+        "Rows follow the output, columns the parameter, both in column-major order; "
+        "a constraint's output is its dual ν (CVXPY's sign)."], tables=[_block_summary(report)])
+    out = [summary]
+    for (o, p), blk in report.blocks.items():
+        sub = Section(f"∂{o}/∂{p}", level=3, paragraphs=[
+            f"norm {num(blk.norm)}, max |entry| {num(blk.max_abs)}, "
+            f"shape {blk.shape[0]} × {blk.shape[1]}"], tables=[_block_table(blk, report.k)])
+        if blk.jacobian is not None:
+            sub.plots.append(Plot(f"heatmap-{slug(o)}-{slug(p)}", f"∂{o}/∂{p}", "heatmap",
+                                  block=blk))
+        out.append(sub)
+    return out
+
+
+def _sweep_section(report: SensitivityReport) -> Section:
+    sec = Section("Sweeps: first-order prediction against re-solves")
+    for p, sw in report.sweeps.items():
+        sec.tables.append(sweep_table(sw))
+        sec.plots.append(Plot(f"sweep-{slug(p)}", f"sweep of {p}", "sweep", sweep=sw))
+    return sec
+
+
+def sections(report: SensitivityReport) -> list[Section]:
+    """The report's content, in order: title and summary, objective sensitivity,
+    shadow prices, blocks, rankings, sweeps and notes (empty parts left out)."""
+    out = [_head(report), _objective_section(report)]
+    if report.shadow_prices:
+        paragraphs, tables = _shadow_tables(report)
+        out.append(Section("Shadow prices", paragraphs=paragraphs, tables=tables))
+    if report.blocks:
+        out.extend(_block_sections(report))
+    if report.parameters:
+        out.append(Section("Most influential parameter entries",
+                           tables=_ranking_tables(report)))
+    if report.sweeps:
+        out.append(_sweep_section(report))
+    if report.notes:
+        out.append(Section(NOTES, paragraphs=list(report.notes)))
+    return out
+
+
+def report_plots(report: SensitivityReport) -> list[Plot]:
+    """Every plot of the report, in the order of the sections."""
+    return [plot for sec in sections(report) for plot in sec.plots]

@@ -1,0 +1,191 @@
+"""The report's numbers as data: a long-format pandas DataFrame, or JSON.
+
+pandas belongs to the ``report`` extra; JSON needs nothing more than the
+standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import require
+from .._common import elasticity
+from ..labels import entry_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from ..results import BlockSensitivity, Entry, Influence, SensitivityReport, Sweep
+
+__all__ = ["COLUMNS", "report_dataframe", "report_json"]
+
+#: The columns of :func:`report_dataframe`.
+COLUMNS = ["kind", "output", "output_index", "output_label", "parameter", "parameter_index",
+           "parameter_label", "derivative", "elasticity"]
+
+
+def _objective_frame(pd: Any, report: SensitivityReport, p: str) -> pandas.DataFrame:
+    obj = report.objective[p]
+    size, shape = obj.gradient.size, obj.gradient.shape
+    frame: pandas.DataFrame = pd.DataFrame({
+        "kind": "objective", "output": "f*", "output_index": [()] * size,
+        "output_label": "f*", "parameter": p,
+        "parameter_index": [entry_index(j, shape) for j in range(size)],
+        "parameter_label": list(report.labels[p]),
+        "derivative": obj.gradient.ravel(order="F"),
+        "elasticity": obj.elasticity.ravel(order="F"),
+    }, columns=COLUMNS)
+    return frame
+
+
+def _block_frame(pd: Any, report: SensitivityReport, blk: BlockSensitivity
+                 ) -> pandas.DataFrame:
+    o, p, J = blk.output, blk.parameter, blk.jacobian
+    frame: pandas.DataFrame
+    if J is None:  # capped: the largest entries only
+        frame = pd.DataFrame([_entry(en) | {"kind": blk.kind} for en in blk.largest],
+                             columns=COLUMNS)
+        return frame
+    rows, cols = J.shape
+    ii, jj = np.repeat(np.arange(rows), cols), np.tile(np.arange(cols), rows)
+    d = J.ravel()
+    y = report.output_values[o]
+    t = report.objective[p].value.ravel(order="F")
+    oidx = [entry_index(i, blk.output_shape) for i in range(rows)]
+    pidx = [entry_index(j, blk.parameter_shape) for j in range(cols)]
+    frame = pd.DataFrame({
+        "kind": blk.kind, "output": o, "output_index": [oidx[i] for i in ii],
+        "output_label": np.array(report.labels[o], dtype=object)[ii],
+        "parameter": p, "parameter_index": [pidx[j] for j in jj],
+        "parameter_label": np.array(report.labels[p], dtype=object)[jj], "derivative": d,
+        "elasticity": elasticity(d, t[jj], y[ii], float(np.abs(y).max(initial=0.0))),
+    }, columns=COLUMNS)
+    return frame
+
+
+def report_dataframe(report: SensitivityReport) -> pandas.DataFrame:
+    """The report in long format: one row per derivative, objective rows first.
+
+    Parameters
+    ----------
+    report : SensitivityReport
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`COLUMNS`. Stored blocks contribute every entry,
+        capped blocks their largest.
+
+    Raises
+    ------
+    ImportError
+        If pandas is missing (``pip install "diffmodel[report]"``).
+    """
+    pd = require("pandas", "SensitivityReport.to_dataframe()")
+    frames = [_objective_frame(pd, report, p) for p in report.objective]
+    frames += [_block_frame(pd, report, blk) for blk in report.blocks.values()]
+    frames = [f for f in frames if len(f)]
+    out: pandas.DataFrame = (pd.concat(frames, ignore_index=True) if frames
+                             else pd.DataFrame(columns=COLUMNS))
+    return out
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: arrays to lists, NaN/inf to None, tuples to lists."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            obj = value.astype(object)
+            obj[~np.isfinite(value)] = None
+            return obj.tolist()
+        return value.tolist()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _entry(en: Entry) -> dict[str, Any]:
+    return {"output": en.output, "output_index": en.output_index,
+            "output_label": en.output_label, "parameter": en.parameter,
+            "parameter_index": en.parameter_index, "parameter_label": en.parameter_label,
+            "derivative": en.derivative, "elasticity": en.elasticity}
+
+
+def _influence(inf: Influence) -> dict[str, Any]:
+    return {"parameter": inf.parameter, "index": list(inf.index), "label": inf.label,
+            "score": inf.score}
+
+
+def _sweep(s: Sweep) -> dict[str, Any]:
+    return {"steps": s.steps, "step_kind": s.step_kind, "thetas": s.thetas,
+            "value": s.value, "predicted_value": s.predicted_value,
+            "value_error": s.value_error, "error": s.error,
+            "primal": dict(s.primal), "predicted_primal": dict(s.predicted_primal),
+            "dual": dict(s.dual), "predicted_dual": dict(s.predicted_dual),
+            "failures": [list(f) for f in s.failures]}
+
+
+_CONVENTIONS = {
+    "vectorization": "column-major (Fortran order), as CVXPY",
+    "jacobian": "rows follow the output, columns the parameter",
+    "dual": "CVXPY's sign: Lagrangian f + nu^T (lhs - rhs)",
+    "shadow_price": "d f*/d eps for lhs == rhs + eps, or lhs <= rhs + eps (-nu for Minimize, "
+                    "+nu for Maximize)",
+    "elasticity": "derivative * theta / output; null where the output is zero",
+}
+
+
+def report_json(report: SensitivityReport) -> str:
+    """The report as a JSON document.
+
+    Parameters
+    ----------
+    report : SensitivityReport
+
+    Returns
+    -------
+    str
+        Arrays as nested lists (column-major conventions stated in the
+        document), NaN and inf as null.
+    """
+    doc = {
+        "value": report.value, "sense": report.sense, "outputs": list(report.outputs),
+        "parameters": list(report.parameters), "mode": report.mode,
+        "solves": report.solves, "seconds": report.seconds, "top_k": report.k,
+        "conventions": _CONVENTIONS,
+        "objective": {
+            p: {"shape": list(o.value.shape), "value": o.value, "gradient": o.gradient,
+                "elasticity": o.elasticity, "labels": list(report.labels[p])}
+            for p, o in report.objective.items()},
+        "shadow_prices": {
+            c: {"lhs": s.lhs, "rhs": s.rhs, "relation": s.relation, "dual": s.dual,
+                "price": s.price,
+                "meaning": s.meaning, "labels": list(report.labels[c])}
+            for c, s in report.shadow_prices.items()},
+        "blocks": [
+            {"output": b.output, "parameter": b.parameter, "kind": b.kind,
+             "output_shape": list(b.output_shape), "parameter_shape": list(b.parameter_shape),
+             "norm": b.norm, "max_abs": b.max_abs,
+             "largest": [_entry(en) for en in b.largest], "jacobian": b.jacobian}
+            for b in report.blocks.values()],
+        "top": {
+            "objective": [_influence(i) for i in report.top.objective],
+            "overall": [_influence(i) for i in report.top.overall],
+            "per_output": {o: [_influence(i) for i in items]
+                           for o, items in report.top.per_output.items()}},
+        "sweeps": {p: _sweep(s) for p, s in report.sweeps.items()},
+        "notes": list(report.notes),
+    }
+    return json.dumps(_clean(doc), allow_nan=False, ensure_ascii=False)

@@ -1,0 +1,479 @@
+"""The results of the analyses: frozen dataclasses, and their renderings.
+
+:class:`SensitivityReport` (from :func:`~diffmodel.analysis.sensitivity`)
+holds :class:`ObjectiveSensitivity`, :class:`ShadowPrice`,
+:class:`BlockSensitivity` (with :class:`Entry` rows) and a :class:`Ranking`
+of :class:`Influence` items; :class:`Prediction` and :class:`Sweep` come
+from :func:`~diffmodel.analysis.predict` and :func:`~diffmodel.analysis.sweep`.
+Every rendering method delegates to :mod:`diffmodel.analysis.render`; plots
+and DataFrames need the ``report`` extra (``pip install "diffmodel[report]"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._common import FloatArray, elasticity
+from .labels import entry_index
+from .render import frames, html, markdown, plots, text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+__all__ = [
+    "Entry", "ObjectiveSensitivity", "ShadowPrice", "BlockSensitivity", "Influence",
+    "Ranking", "Prediction", "Sweep", "SensitivityReport", "BlockValues",
+]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a solution Jacobian: ∂output[i]/∂parameter[j].
+
+    Attributes
+    ----------
+    output : str
+        Variable name, or constraint name for its dual ν.
+    output_index : tuple of int
+        Index of the entry in the output's shape (``()`` for a scalar).
+    output_label : str
+        ``"x[north]"`` with labels, ``"x[3]"`` / ``"X[1, 2]"`` / ``"x"`` without.
+    parameter, parameter_index, parameter_label
+        The same for the parameter entry.
+    derivative : float
+        ∂output[i]/∂parameter[j].
+    elasticity : float
+        derivative · parameter[j] / output[i]: 0 where the parameter entry
+        is 0, NaN where the output entry is 0 (see
+        :data:`diffmodel.analysis._common.ZERO_TOL`).
+    """
+
+    output: str
+    output_index: tuple[int, ...]
+    output_label: str
+    parameter: str
+    parameter_index: tuple[int, ...]
+    parameter_label: str
+    derivative: float
+    elasticity: float
+
+    def __str__(self) -> str:
+        return f"{self.output_label} w.r.t. {self.parameter_label}: {self.derivative:.6g}"
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectiveSensitivity:
+    """∂f*/∂θ for one parameter, with elasticities.
+
+    Attributes
+    ----------
+    parameter : str
+        The parameter's name.
+    value : ndarray
+        The parameter's value at the solution, shaped like the parameter.
+    gradient : ndarray
+        ∂f*/∂θ (f* the optimal value in the sense of the model: the
+        maximized value for ``Maximize``), shaped like the parameter.
+    elasticity : ndarray
+        gradient · value / f*, shaped like the parameter; 0 where the
+        parameter entry is 0 and NaN everywhere if f* is 0.
+    """
+
+    parameter: str
+    value: FloatArray
+    gradient: FloatArray
+    elasticity: FloatArray
+
+
+@dataclass(frozen=True, eq=False)
+class ShadowPrice:
+    """The dual of a named constraint and the price it implies.
+
+    Attributes
+    ----------
+    constraint : str
+        The constraint's name.
+    lhs, rhs : str
+        The two sides as CVXPY stores them (``constraint.args``), which may
+        be swapped with respect to the written order (see docs/math.md);
+        numeric array literals read ``C``. An inequality reads
+        ``lhs <= rhs`` (``a >= b`` is stored as ``b <= a``).
+    dual : ndarray
+        ν, with CVXPY's sign (Lagrangian f + νᵀ(lhs − rhs); ν ≥ 0 for an
+        inequality), shaped like the constraint.
+    price : ndarray
+        ∂f*/∂ε for the constraint relaxed to ``lhs == rhs + ε`` (or
+        ``lhs <= rhs + ε``), entrywise: the change of the optimal objective
+        per unit increase of the right-hand side. Equals −ν for ``Minimize``
+        and +ν for ``Maximize``.
+    meaning : str
+        The statement above, with this constraint's sides.
+    relation : {"==", "<="}
+        The constraint's relation.
+    """
+
+    constraint: str
+    lhs: str
+    rhs: str
+    dual: FloatArray
+    price: FloatArray
+    meaning: str
+    relation: str = "=="
+
+
+@dataclass(frozen=True, eq=False)
+class BlockValues:
+    """What a stored block needs to list its entries: the output's and the
+    parameter's values (flattened column-major), and their labels."""
+
+    output: FloatArray
+    theta: FloatArray
+    output_labels: tuple[str, ...]
+    parameter_labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class BlockSensitivity:
+    """The block ∂output/∂parameter of the solution Jacobian, summarized.
+
+    Attributes
+    ----------
+    output : str
+        Variable name, or constraint name for its dual ν.
+    parameter : str
+        Parameter name.
+    kind : {"primal", "dual"}
+        Whether ``output`` is a variable or a constraint's dual.
+    output_shape, parameter_shape : tuple of int
+        Shapes of the two objects.
+    norm : float
+        Frobenius norm of the block.
+    max_abs : float
+        Largest magnitude of an entry.
+    largest : tuple of Entry
+        The largest entries by magnitude (at most ``top``), largest first.
+    jacobian : ndarray or None
+        The dense block, shape (output size, parameter size), rows and
+        columns in column-major order as in :meth:`Solution.jacobian`; None
+        when the report was capped by ``max_entries``.
+    """
+
+    output: str
+    parameter: str
+    kind: str
+    output_shape: tuple[int, ...]
+    parameter_shape: tuple[int, ...]
+    norm: float
+    max_abs: float
+    largest: tuple[Entry, ...]
+    jacobian: FloatArray | None
+    _values: BlockValues | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(output size, parameter size)."""
+        return (int(np.prod(self.output_shape, dtype=np.int64)),
+                int(np.prod(self.parameter_shape, dtype=np.int64)))
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every entry (row-major over output then parameter entries) when the
+        block is stored, otherwise only :attr:`largest`."""
+        J, values = self.jacobian, self._values
+        if J is None or values is None:
+            return self.largest
+        rows, cols = J.shape
+        y, t = values.output, values.theta
+        el = elasticity(J, t[None, :], y[:, None], float(np.abs(y).max(initial=0.0)))
+        oidx = [entry_index(i, self.output_shape) for i in range(rows)]
+        pidx = [entry_index(j, self.parameter_shape) for j in range(cols)]
+        return tuple(
+            Entry(self.output, oidx[i], values.output_labels[i], self.parameter, pidx[j],
+                  values.parameter_labels[j], float(J[i, j]), float(el[i, j]))
+            for i in range(rows) for j in range(cols))
+
+
+@dataclass(frozen=True)
+class Influence:
+    """How much one parameter entry moves the outputs.
+
+    Attributes
+    ----------
+    parameter : str
+    index : tuple of int
+        Index in the parameter's shape.
+    label : str
+        ``"b[south]"``, ``"A[0, 2]"``, ...
+    score : float
+        |∂f*/∂θⱼ| in the objective ranking; the 2-norm of the Jacobian
+        column ∂(outputs)/∂θⱼ in the solution rankings.
+    """
+
+    parameter: str
+    index: tuple[int, ...]
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """The most influential parameter entries, largest score first.
+
+    Attributes
+    ----------
+    objective : tuple of Influence
+        By |∂f*/∂θⱼ|.
+    overall : tuple of Influence
+        By the norm of the column ∂z_out/∂θⱼ over all reported outputs
+        (primal and dual entries together).
+    per_output : dict of str to tuple of Influence
+        By the norm of ∂output/∂θⱼ, for each reported output.
+    """
+
+    objective: tuple[Influence, ...]
+    overall: tuple[Influence, ...]
+    per_output: Mapping[str, tuple[Influence, ...]]
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """First-order prediction of the solution for a parameter change δ.
+
+    Attributes
+    ----------
+    delta : dict of str to ndarray
+        The change δ by parameter name (copies; parameters not given: 0).
+    value : float
+        f* + ∇f*·δ (in the sense of the model).
+    primal : dict of str to ndarray
+        x + (dx/dθ) δ, by variable name.
+    dual : dict of str to ndarray
+        ν + (dν/dθ) δ, by constraint name (CVXPY's sign convention).
+    base_value : float
+        f* at the solution.
+    """
+
+    delta: Mapping[str, FloatArray]
+    value: float
+    primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    base_value: float
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {np.shape(v)}" for k, v in {**self.primal, **self.dual}.items())
+        return (f"Prediction(value={self.value:.6g}, base_value={self.base_value:.6g}, "
+                f"delta=[{', '.join(self.delta)}], solution={{{shapes}}})")
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """First-order predictions against re-solves along a path of one parameter.
+
+    Attributes
+    ----------
+    parameter : str
+        The parameter moved; every other parameter keeps its value.
+    steps : ndarray of shape (k,)
+        The path's coordinate: multipliers t (θ = t·θ₀), scalar values, or
+        step numbers 0, 1, ... for a path of arbitrary values.
+    step_kind : {"multiplier", "value", "index"}
+    thetas : ndarray of shape (k, *parameter.shape)
+        The parameter's value at each step.
+    value, predicted_value : ndarray of shape (k,)
+        Re-solved optimal value and f* + ∇f*·(θₖ − θ₀); ``value`` is NaN
+        at a step whose solve failed.
+    value_error : ndarray of shape (k,)
+        |predicted_value − value|.
+    primal, predicted_primal : dict of str to ndarray
+        By variable name, shape (k, *variable.shape).
+    dual, predicted_dual : dict of str to ndarray
+        By constraint name, shape (k, *constraint.shape).
+    error : ndarray of shape (k,)
+        Largest absolute error of the predicted primal and dual entries.
+    failures : tuple of (int, str)
+        Steps whose re-solve failed, with the error message.
+    """
+
+    parameter: str
+    steps: FloatArray
+    step_kind: str
+    thetas: FloatArray
+    value: FloatArray
+    predicted_value: FloatArray
+    value_error: FloatArray
+    primal: Mapping[str, FloatArray]
+    predicted_primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    predicted_dual: Mapping[str, FloatArray]
+    error: FloatArray
+    failures: tuple[tuple[int, str], ...] = ()
+
+    def __str__(self) -> str:
+        return text.sweep_text(self)
+
+    def __repr__(self) -> str:
+        return (f"Sweep(parameter={self.parameter!r}, steps={self.steps.shape[0]}, "
+                f"step_kind={self.step_kind!r}, max value_error="
+                f"{np.nanmax(self.value_error, initial=0.0):.3g}, max error="
+                f"{np.nanmax(self.error, initial=0.0):.3g})")
+
+
+@dataclass(frozen=True, eq=False)
+class SensitivityReport:
+    """Sensitivities of a solution: objective, shadow prices, Jacobian blocks.
+
+    Built by :func:`~diffmodel.analysis.sensitivity` (or
+    :meth:`Solution.sensitivity`, :meth:`Model.sensitivity`).
+
+    Attributes
+    ----------
+    value : float
+        Optimal value f* (the maximized value for ``Maximize``).
+    sense : {"minimize", "maximize"}
+    objective : dict of str to ObjectiveSensitivity
+        ∂f*/∂θ and elasticities, per reported parameter.
+    shadow_prices : dict of str to ShadowPrice
+        Per constraint of the model.
+    blocks : dict of (str, str) to BlockSensitivity
+        Per (output, parameter) pair, in the order of ``outputs`` then
+        ``parameters``.
+    top : Ranking
+        The most influential parameter entries.
+    notes : list of str
+        Caps hit, defaults applied, failed sweep steps.
+    outputs : tuple of str
+        Reported outputs (variables, and constraints for their duals).
+    parameters : tuple of str
+        Reported parameters.
+    sweeps : dict of str to Sweep
+        Sweeps requested with ``sweep=``.
+    k : int
+        The ``top`` argument: entries kept per block and per ranking.
+    mode : {"forward", "reverse", "none"}
+        Passes used for the Jacobian blocks.
+    solves : int
+        Solves with the stored factorization spent on the blocks.
+    seconds : float
+        Time to build the report (sweeps included).
+    labels : dict of str to tuple of str
+        The display label of every entry of every reported object, in
+        column-major order (``"x[north]"``, ``"A[0, 1]"``, ``"b"``).
+    output_values : dict of str to ndarray
+        Each reported output's value at the solution, flattened column-major.
+    """
+
+    value: float
+    sense: str
+    objective: Mapping[str, ObjectiveSensitivity]
+    shadow_prices: Mapping[str, ShadowPrice]
+    blocks: Mapping[tuple[str, str], BlockSensitivity]
+    top: Ranking
+    notes: list[str]
+    outputs: tuple[str, ...]
+    parameters: tuple[str, ...]
+    sweeps: Mapping[str, Sweep]
+    k: int
+    mode: str
+    solves: int
+    seconds: float
+    labels: Mapping[str, tuple[str, ...]] = field(repr=False)
+    output_values: Mapping[str, FloatArray] = field(repr=False)
+
+    def __str__(self) -> str:
+        return text.report_text(self)
+
+    def __repr__(self) -> str:
+        return (f"SensitivityReport(value={self.value:.6g}, outputs={list(self.outputs)}, "
+                f"parameters={list(self.parameters)}, blocks={len(self.blocks)}, "
+                f"mode={self.mode!r}, solves={self.solves}, notes={len(self.notes)})")
+
+    def to_markdown(self) -> str:
+        """The report as Markdown (headings and pipe tables, no plots).
+
+        Returns
+        -------
+        str
+        """
+        return markdown.report_markdown(self)
+
+    def to_html(self, path: str | Path) -> Path:
+        """Write the report as one self-contained HTML file.
+
+        Tables and plots (a heatmap per stored ∂output/∂parameter block, a
+        tornado chart of ∂f*/∂θ, one figure per sweep) are embedded: plots
+        as base64 PNG, styles inline. Nothing is loaded from the network.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write (parent folders must exist).
+
+        Returns
+        -------
+        Path
+            The file written.
+
+        Raises
+        ------
+        ImportError
+            If matplotlib is missing (``pip install "diffmodel[report]"``);
+            nothing is written then.
+        """
+        out = Path(path)
+        out.write_text(html.report_html(self), encoding="utf-8")
+        return out
+
+    def save_plots(self, folder: str | Path) -> list[Path]:
+        """Save every plot of :meth:`to_html` as a PNG file in ``folder``.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Created if needed.
+
+        Returns
+        -------
+        list of Path
+            The files written (``tornado.png``, ``heatmap-<output>-<parameter>.png``,
+            ``sweep-<parameter>.png``).
+
+        Raises
+        ------
+        ImportError
+            If matplotlib is missing (``pip install "diffmodel[report]"``).
+        """
+        return plots.save_plots(self, Path(folder))
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """The report in long format, one row per derivative.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``kind`` ("objective", "primal", "dual"), ``output``,
+            ``output_index``, ``output_label``, ``parameter``,
+            ``parameter_index``, ``parameter_label``, ``derivative``,
+            ``elasticity``. Objective rows have output ``"f*"`` and index
+            ``()``; stored blocks contribute every entry, capped blocks their
+            largest.
+
+        Raises
+        ------
+        ImportError
+            If pandas is missing (``pip install "diffmodel[report]"``).
+        """
+        return frames.report_dataframe(self)
+
+    def to_json(self) -> str:
+        """The report as a JSON document (arrays as nested lists, NaN written as null).
+
+        Returns
+        -------
+        str
+        """
+        return frames.report_json(self)
