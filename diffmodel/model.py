@@ -6,7 +6,7 @@ import copy
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import cvxpy as cp
 import numpy as np
@@ -23,8 +23,7 @@ from .solution import BatchSolution, Solution
 from .solvers import check_solver
 from .tolerances import ACCURACY_WARN
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import Prediction, SensitivityReport, Sweep
+from .analysis import Prediction, SensitivityReport, Sweep
 
 __all__ = ["Model", "RESERVED_NAMES"]
 
@@ -420,9 +419,7 @@ class Model:
     def sweep(self, name: str, values: ArrayLike, **options: Any) -> Sweep:
         """Compare first-order predictions with re-solves along a path; see
         :func:`diffmodel.analysis.sweep`."""
-        from .analysis import sweep
-
-        return sweep(self._require_latest("sweep()"), name, values, **options)
+        return self._require_latest("sweep()").sweep(name, values, **options)
 
     # ------------------------------------------------------- copies, pickles
 

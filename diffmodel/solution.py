@@ -15,20 +15,20 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import analysis
 from ._packing import Packer
+from .analysis import Prediction, SensitivityReport, Sweep
 from ._typing import BoolArray, FloatArray
 from .diff import adjoint, adjoint_block, jacobian, objective_gradient, tangent
 from .engine import BatchResult, Engine
 from .errors import SolverError
 from .point import Point
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import Prediction, SensitivityReport, Sweep
 
 __all__ = ["Solution", "BatchSolution"]
 
@@ -229,22 +229,16 @@ class Solution:
                     labels: Mapping[str, Any] | None = None, top: int = 10,
                     **options: Any) -> SensitivityReport:
         """A sensitivity report at this solution; see :func:`diffmodel.analysis.sensitivity`."""
-        from .analysis import sensitivity
-
-        return sensitivity(self, of=of, wrt=wrt, labels=labels, top=top, **options)
+        return analysis.sensitivity(self, of=of, wrt=wrt, labels=labels, top=top, **options)
 
     def predict(self, delta: Mapping[str, ArrayLike]) -> Prediction:
         """First-order prediction for a parameter change; see :func:`diffmodel.analysis.predict`."""
-        from .analysis import predict
-
-        return predict(self, delta)
+        return analysis.predict(self, delta)
 
     def sweep(self, name: str, values: ArrayLike, **options: Any) -> Sweep:
         """First-order predictions against re-solves along a path of one parameter;
         see :func:`diffmodel.analysis.sweep`. The model's CVXPY objects are not touched."""
-        from .analysis import sweep
-
-        return sweep(self, name, values, **options)
+        return analysis.sweep(self, name, values, **options)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
