@@ -428,7 +428,7 @@ CONSTRUCTION_ERRORS = [
     pytest.param(_soc, r"constraint 'cone' .* SOC constraint; only equality", id="soc"),
     pytest.param(_psd, r"constraint 'cone' .* PSD constraint; only equality", id="psd"),
     pytest.param(_parameter_product,
-                 r"constraint 'k': .* multiplies two parameter expressions.*DPP",
+                 r"constraint 'k': the term s\*A multiplies parameters 's' and 'A'.*DPP.*pass the product as one parameter",
                  id="parameter-product"),
     pytest.param(_variable_product,
                  r"constraint 'k': .* multiplies two variable expressions", id="variable-product"),

@@ -28,7 +28,7 @@ def test_norm_squared_is_a_sum_of_squares() -> None:
 
 def test_norm_without_square_is_refused_by_name() -> None:
     x = cp.Variable(3, name="x")
-    with pytest.raises(dm.ModelError, match=r"objective: Pnorm\(x, 2\) is not a quadratic term"):
+    with pytest.raises(dm.ModelError, match=r"objective: norm\(x\) is not a quadratic term"):
         dm.Model(cp.Minimize(cp.norm(x)))
 
 

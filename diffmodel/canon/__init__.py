@@ -40,6 +40,7 @@ from ..compiled import (
 )
 from ..errors import ModelError
 from .affine import INT, Affine, Walker, describe
+from .printer import constraint_text, expression_text
 from .objective import (
     QuadTerm,
     check_convex_objective,
@@ -139,6 +140,9 @@ def _variable_bounds(walker: Walker, variables: Mapping[str, cp.Variable]
             rows = _bound_rows(walker, var, bound, is_upper)
             if rows is not None:
                 text = f"{name} {'<=' if is_upper else '>='} {describe(bound, limit=60)}"
+                if not isinstance(bound, cp.Expression):
+                    text = f"{name} {'<=' if is_upper else '>='} " + expression_text(
+                        cp.Constant(np.asarray(bound, dtype=float)))
                 out.append((f"{name}.{side}", rows[0], rows[1], text))
     return out
 
@@ -210,7 +214,9 @@ def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp
         par_blocks[name] = Block(name, n_theta, tuple(par.shape))
         n_theta += par.size
     walker = Walker({var.id: var_blocks[nm].offset + 1 for nm, var in variables.items()},
-                    {par.id: par_blocks[nm].offset + 1 for nm, par in parameters.items()})
+                    {par.id: par_blocks[nm].offset + 1 for nm, par in parameters.items()},
+                    param_names=tuple((b.offset + 1, b.stop + 1, nm)
+                                      for nm, b in par_blocks.items()))
 
     sign = 1.0 if isinstance(objective, cp.Minimize) else -1.0
     check_convex_objective(objective, parameters)
@@ -229,7 +235,7 @@ def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp
         kind = kinds[name]
         g = _rows_of(walker, con)
         con_blocks[name] = ConstraintBlock(name, count[kind], tuple(con.shape), kind=kind,
-                                           text=describe(con, limit=200))
+                                           text=constraint_text(con))
         rows[kind].append((g, count[kind]))
         count[kind] += g.size
     for name, g, shape, text in _variable_bounds(walker, variables):

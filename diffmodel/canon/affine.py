@@ -37,15 +37,16 @@ from cvxpy.atoms.affine.wraps import Wrap
 
 from .._typing import FloatArray, IntArray
 from ..errors import ModelError
+from .printer import constraint_text, expression_text, shorten
 
 __all__ = ["Affine", "Walker", "INT", "broadcast", "describe", "pairs", "size_of"]
 
 INT = np.int64
 
 def describe(expr: object, limit: int = 70) -> str:
-    # CVXPY prints some atoms by their implementation class ("PnormApprox").
-    text = str(expr).replace("Approx(", "(")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """An expression or constraint as the user wrote it, for messages (shortened)."""
+    text = constraint_text(expr) if isinstance(expr, cp.Constraint) else expression_text(expr)
+    return shorten(text, limit)
 
 
 def _zeros(size: int) -> IntArray:
@@ -188,6 +189,14 @@ class Walker:
     var_offsets: dict[int, int]  # cvxpy id -> offset in x̃ (1-based)
     param_offsets: dict[int, int]  # cvxpy id -> offset in θ̃ (1-based)
     context: str = ""
+    #: (start, stop, name) of each parameter in θ̃, for messages.
+    param_names: tuple[tuple[int, int, str], ...] = ()
+
+    def parameter_names(self, indices: IntArray) -> list[str]:
+        """The names of the parameters that the θ̃ entries ``indices`` belong to."""
+        found = {int(i) for i in np.unique(indices[indices > 0])}
+        return [name for start, stop, name in self.param_names
+                if any(start <= i < stop for i in found)]
 
     def affine(self, expr: cp.Expression) -> Affine:
         shape = tuple(expr.shape)
@@ -231,11 +240,16 @@ class Walker:
                 rows: IntArray, shape: tuple[int, ...], expr: object) -> Affine:
         pl, pr = left.p[il], right.p[ir]
         vl, vr = left.v[il], right.v[ir]
-        if np.any((pl > 0) & (pr > 0)):
+        both = (pl > 0) & (pr > 0)
+        if np.any(both):
+            names = list(dict.fromkeys(self.parameter_names(pl[both])
+                                       + self.parameter_names(pr[both])))
+            pair = " and ".join(f"'{n}'" for n in names)
             raise ModelError(
-                f"{self.context}: {describe(expr)} multiplies two parameter "
-                "expressions; the data must be affine in the parameters (DPP)"
-            )
+                f"{self.context}: the term {describe(expr)} multiplies parameters {pair}, and the "
+                "problem data must be affine in the parameters (DPP): fold one into the "
+                "other (for a scalar times a matrix, declare one parameter for the product "
+                "and set its value to the product), or pass the product as one parameter")
         if np.any((vl > 0) & (vr > 0)):
             raise ModelError(
                 f"{self.context}: {describe(expr)} multiplies two variable "
