@@ -64,12 +64,15 @@ class Packer:
                     arr = check_parameter_value(spec, value)
                 given[name] = arr
             else:
-                arr = current(name)  # type: ignore[assignment]
-                if arr is None:
+                stored = current(name)
+                if stored is None:
                     raise ModelError(f"parameter '{name}' has no value: pass {name}=... to "
                                      f"{call} or set {name}.value")
-                if not (type(arr) is np.ndarray and arr.shape == block.shape):
-                    arr = check_array(arr, block.shape, f"parameter '{name}'")
+                if isinstance(stored, np.ndarray) and stored.shape == block.shape:
+                    arr = stored
+                else:  # whatever CVXPY stored: check_array says what is wrong with it
+                    arr = check_array(stored, block.shape,  # type: ignore[arg-type]
+                                      f"parameter '{name}'")
             theta[1 + block.offset: 1 + block.stop] = arr.ravel(order="F")
         if not np.isfinite(theta.sum()):  # cheap; a NaN or inf makes the sum non-finite
             for name, block, _ in self._slots:

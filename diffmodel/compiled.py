@@ -178,11 +178,8 @@ class LinearMap:
             return np.asarray(np.asarray(self._fwd)[:, rows].T @ y)
         return np.asarray(self.matrix[:, rows].T @ y)
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"matrix": self.matrix}
-
-    def __setstate__(self, state: dict[str, sp.csr_matrix]) -> None:
-        self.__init__(state["matrix"])  # type: ignore[misc]
+    def __reduce__(self) -> tuple[type[LinearMap], tuple[sp.csr_matrix]]:
+        return (LinearMap, (self.matrix,))  # the dense copy and the adjoint are rebuilt
 
 
 @dataclass(frozen=True, eq=False)

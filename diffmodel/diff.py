@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,30 +50,29 @@ __all__ = ["tangent", "adjoint", "adjoint_block", "objective_gradient", "jacobia
 JACOBIAN_CHUNK = 256
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R", FloatArray, tuple[FloatArray, FloatArray])
 
 
-def _quiet(fn: _F) -> _F:
+def _quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run under ``np.errstate(all="ignore")`` and refuse non-finite results.
 
     Overflow is not a warning the caller can act on: the result is checked
     and a DerivativeError says what happened.
     """
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with np.errstate(all="ignore"):
             out = fn(*args, **kwargs)
             # NaN and inf survive a sum (a finite sum that overflows is rechecked).
-            if type(out) is tuple:
-                finite = all(np.isfinite(p.sum()) or np.isfinite(p).all() for p in out)
-            else:
-                finite = bool(np.isfinite(out.sum()) or np.isfinite(out).all())
+            parts = out if isinstance(out, tuple) else (out,)
+            finite = all(np.isfinite(p.sum()) or np.isfinite(p).all() for p in parts)
         if not finite:
             raise DerivativeError(
                 f"{kwargs.get('call', fn.__name__ + '()')}: the derivative overflows double "
                 "precision at this solution (entries beyond about 1e308)")
         return out
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def check_differentiable(point: Point, call: str) -> None:

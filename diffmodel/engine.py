@@ -61,11 +61,8 @@ class Engine:
         self._lock = threading.Lock()
         self._kdata: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"problem": self.problem}
-
-    def __setstate__(self, state: dict[str, CompiledProblem]) -> None:
-        self.__init__(state["problem"])  # type: ignore[misc]
+    def __reduce__(self) -> tuple[type[Engine], tuple[CompiledProblem]]:
+        return (Engine, (self.problem,))  # caches are rebuilt on use
 
     @property
     def factorizations(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
@@ -52,7 +53,8 @@ class QPData:
 
     def kkt(self) -> sp.csc_matrix:
         """The KKT matrix [[P, Aᵀ], [A, 0]]."""
-        return sp.bmat([[self.P, self.A.T], [self.A, None]], format="csc")
+        blocks: list[list[Any]] = [[self.P, self.A.T], [self.A, None]]
+        return sp.csc_matrix(sp.bmat(blocks))
 
 
 def random_qp(n: int, m: int, seed: int = 0, density: float = 1.0) -> QPData:
@@ -77,8 +79,8 @@ def random_qp(n: int, m: int, seed: int = 0, density: float = 1.0) -> QPData:
     rng = np.random.default_rng(seed)
     M = sp.random(n, n, density=density, random_state=rng, data_rvs=rng.standard_normal)
     P = sp.csc_matrix(M @ M.T / max(1.0, density * n) + sp.identity(n))
-    A = sp.random(m, n, density=density, random_state=rng, data_rvs=rng.standard_normal)
-    A = sp.csc_matrix(A + sp.eye(m, n) * 2.0)
+    R = sp.random(m, n, density=density, random_state=rng, data_rvs=rng.standard_normal)
+    A = sp.csc_matrix(R + sp.eye(m, n) * 2.0)
     return QPData(f"random_{n}x{m}_s{seed}", P, rng.standard_normal(n), A,
                   rng.standard_normal(m))
 
@@ -92,12 +94,13 @@ def banded_qp(n: int, seed: int = 0, bandwidth: int = 2) -> QPData:
     rng = np.random.default_rng(seed)
     m = n // 2
     offsets = list(range(-bandwidth, bandwidth + 1))
-    B = sp.diags([0.3 * rng.standard_normal(n - abs(k)) for k in offsets], offsets, shape=(n, n))
+    bands: list[NDArray[np.float64]] = [0.3 * rng.standard_normal(n - abs(k)) for k in offsets]
+    # scipy-stubs types the bands of diags as Never: a false positive.
+    B = sp.csc_matrix(sp.diags(bands, offsets, shape=(n, n)))  # type: ignore[arg-type]
     P = sp.csc_matrix(B @ B.T + sp.identity(n))
-    A = sp.diags(
-        [2.0 + rng.random(m), 0.3 * rng.standard_normal(m), 0.3 * rng.standard_normal(m)],
-        [0, 1, 2], shape=(m, n),
-    )
+    rows: list[NDArray[np.float64]] = [
+        2.0 + rng.random(m), 0.3 * rng.standard_normal(m), 0.3 * rng.standard_normal(m)]
+    A = sp.csc_matrix(sp.diags(rows, [0, 1, 2], shape=(m, n)))  # type: ignore[arg-type]  # as above
     return QPData(f"banded_{n}", P, rng.standard_normal(n), sp.csc_matrix(A),
                   rng.standard_normal(m))
 
@@ -191,13 +194,17 @@ def as_model(data: QPData, parameters: tuple[str, ...] = ("q", "b"),
     def part(key: str, value: object, shape: tuple[int, ...]) -> object:
         if key not in parameters:
             return value
-        dense = value.toarray() if sp.issparse(value) else np.asarray(value)
+        sparse: Any = value  # a SciPy sparse matrix or array, or something dense
+        dense = (np.asarray(sparse.toarray()) if isinstance(value, (sp.spmatrix, sp.sparray))
+                 else np.asarray(value))
         values[key] = dense
         return cp.Parameter(shape, name=key, value=dense)
 
     q = part("q", data.q, (n,))
     b = part("b", data.b, (m,))
     A = part("A", data.A, (m, n))
-    objective = cp.Minimize(0.5 * cp.quad_form(x, data.P, assume_PSD=True) + q @ x + data.r)
+    # CVXPY's type stubs omit quad_form from its namespace; it is there at run time.
+    quadratic = cp.quad_form(x, data.P, assume_PSD=True)  # type: ignore[attr-defined]
+    objective = cp.Minimize(0.5 * quadratic + q @ x + data.r)
     model = Model(objective, {"eq": A @ x == b} if m else {}, solver=solver)
     return model, values

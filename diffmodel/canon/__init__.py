@@ -131,7 +131,9 @@ def _variable_bounds(walker: Walker, variables: Mapping[str, cp.Variable]
     out: list[tuple[str, Affine, tuple[int, ...], str]] = []
     for name, var in variables.items():
         walker.context = f"bounds of variable '{name}'"
-        lower, upper = var.attributes.get("bounds") or (None, None)
+        declared = var.attributes.get("bounds")
+        lower, upper = (declared[0], declared[1]) if isinstance(declared, (list, tuple)) \
+            else (None, None)
         if var.attributes.get("nonneg"):
             lower = 0.0 if lower is None else lower
         if var.attributes.get("nonpos"):

@@ -31,7 +31,7 @@ from OSQP's certificates, verified on the data.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,16 +116,13 @@ class ActiveSetBackend:
         # another thread sees one consistent state.
         self._last: _State | None = None
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"problem": self.problem, "cache": self.cache, "name": self.name}
+    def __reduce__(self) -> tuple[type[ActiveSetBackend], tuple[CompiledProblem, KKTCache, str]]:
+        return (ActiveSetBackend, (self.problem, self.cache, self.name))
 
     @property
     def osqp_solves(self) -> int:
         """OSQP solves run so far."""
         return self.runner.count
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(**state)  # type: ignore[misc, arg-type]
 
     # ------------------------------------------------------------------ solve
 
@@ -220,10 +217,10 @@ class ActiveSetBackend:
             # while the parameters of M do not change).
             values = data.M_data[self._g_start:]
             shape = (problem.m_ineq, problem.n)
-            G: FloatArray | sp.csr_matrix = sp.csr_matrix(
-                (values, self._g_indices, self._g_indptr), shape=shape)
+            sparse = sp.csr_matrix((values, self._g_indices, self._g_indptr), shape=shape)
+            G: FloatArray | sp.csr_matrix = sparse
             if shape[0] * shape[1] <= _DENSE_G:
-                G = G.toarray()  # small: dense products are several times faster
+                G = sparse.toarray()  # small: dense products are several times faster
             cached = self._g_cache = (data.M_data, G, abs(G))
         h = data.rhs[problem.n + problem.m_eq:]
         return h - cached[1] @ x, cached[2] @ np.abs(x) + np.abs(h)
@@ -315,7 +312,7 @@ class ActiveSetBackend:
         c = np.asarray(data.c)
         dy = _clean(dy)
         valid_sign = bool(np.all(dy[problem.m_eq:] >= 0))
-        if (valid_sign and _cancels(M.T @ dy, abs(M).T @ np.abs(dy))
+        if (valid_sign and _cancels(np.asarray(M.T @ dy), np.asarray(abs(M).T @ np.abs(dy)))
                 and float(c @ dy) < -_CERT_TOL * float(np.abs(c) @ np.abs(dy))):
             rows = np.flatnonzero(dy != 0)
             return SolverError(
@@ -335,9 +332,9 @@ class ActiveSetBackend:
                           shape=problem.M.shape)
         dx = _clean(dx)
         q, adx = data.q, np.abs(dx)
-        Mdx, Mmag = M @ dx, abs(M) @ adx
+        Mdx, Mmag = np.asarray(M @ dx), np.asarray(abs(M) @ adx)
         m_eq = problem.m_eq
-        flat = _cancels(P @ dx, abs(P) @ adx)
+        flat = _cancels(np.asarray(P @ dx), np.asarray(abs(P) @ adx))
         feasible = (_cancels(Mdx[:m_eq], Mmag[:m_eq])
                     and _cancels(np.maximum(Mdx[m_eq:], 0.0), Mmag[m_eq:]))
         if flat and feasible and float(q @ dx) < -_CERT_TOL * float(np.abs(q) @ adx):

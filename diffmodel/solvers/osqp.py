@@ -113,11 +113,8 @@ class OSQPRunner:
         #: OSQP solves run so far.
         self.count = 0
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"problem": self.problem}
-
-    def __setstate__(self, state: dict[str, CompiledProblem]) -> None:
-        self.__init__(state["problem"])  # type: ignore[misc]
+    def __reduce__(self) -> tuple[type[OSQPRunner], tuple[CompiledProblem]]:
+        return (OSQPRunner, (self.problem,))  # OSQP workspaces do not pickle
 
     def _matrices(self, data: ProblemData) -> tuple[sp.csc_matrix, sp.csc_matrix]:
         P, n = self.problem.P, self.problem.n
