@@ -7,6 +7,7 @@ import re
 import cvxpy as cp
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import diffmodel as dm
 from diffmodel.canon.printer import constraint_text, expression_text
@@ -49,6 +50,8 @@ EXPRESSIONS = [
     (cp.sum(cp.multiply(np.array([1.0, 2.0]), cp.square(x))), "sum([1, 2]*square(x))"),
     (np.arange(12.0).reshape(3, 4) @ cp.Variable(4, name="v"), "<3×4 array> @ v"),
     (cp.psd_wrap(Sigma), "Sigma"),
+    (sp.csc_matrix(np.eye(3)) @ w, "<3×3 sparse array> @ w"),
+    (sp.csc_array(np.eye(3)) @ w, "<3×3 sparse array> @ w"),
 ]
 
 CONSTRAINTS = [

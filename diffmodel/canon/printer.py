@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import cvxpy as cp
 import numpy as np
+import scipy.sparse as sp
 from cvxpy.atoms.affine.add_expr import AddExpression
 from cvxpy.atoms.affine.binary_operators import DivExpression, MulExpression, multiply
 from cvxpy.atoms.affine.broadcast_to import broadcast_to
@@ -49,7 +50,10 @@ def _number(value: float) -> str:
 
 
 def _constant(expr: cp.Constant) -> str:
-    value = np.asarray(expr.value)
+    raw = expr.value
+    if isinstance(raw, (sp.spmatrix, sp.sparray)):
+        return f"<{'×'.join(map(str, raw.shape))} sparse array>"
+    value = np.asarray(raw)
     if value.size == 1:
         return _number(float(value.reshape(-1)[0]))
     if value.ndim == 1 and value.size <= 4:
