@@ -47,7 +47,7 @@ from .base import STATUS_INACCURATE, STATUS_INFEASIBLE, STATUS_UNBOUNDED, RawSol
 from .cache import KKTCache
 from .direct import factor
 from .osqp import OSQPRunner
-from .verify import accept, describe_rows
+from .verify import accept, describe_rows, unbounded_error
 
 __all__ = ["ActiveSetBackend", "loose_row", "dependent_row"]
 
@@ -338,9 +338,7 @@ class ActiveSetBackend:
         feasible = (_cancels(Mdx[:m_eq], Mmag[:m_eq])
                     and _cancels(np.maximum(Mdx[m_eq:], 0.0), Mmag[m_eq:]))
         if flat and feasible and float(q @ dx) < -_CERT_TOL * float(np.abs(q) @ adx):
-            return SolverError(
-                "the problem is unbounded below: there is a feasible direction along which "
-                "the quadratic term is flat and the linear term decreases", STATUS_UNBOUNDED)
+            return unbounded_error(problem, dx)
         return SolverError(
             "OSQP reports the problem unbounded, but its certificate does not hold on the "
             "data to working accuracy: the problem is nearly unbounded or too "

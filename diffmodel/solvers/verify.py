@@ -34,7 +34,7 @@ from .base import (
     STATUS_UNBOUNDED,
 )
 
-__all__ = ["check_convex", "accept", "describe_rows"]
+__all__ = ["check_convex", "accept", "describe_rows", "describe_direction", "unbounded_error"]
 
 
 #: A certificate's right-hand-side (or objective) product must be at least
@@ -115,10 +115,7 @@ def _certificate(problem: CompiledProblem, data: ProblemData, fact: Factorizatio
             flat = (_ratio(P @ d, abs(P) @ ad) <= CERTIFICATE_TOL ** 0.5
                     and _ratio(M @ d, M_abs @ ad) <= CERTIFICATE_TOL ** 0.5)
             if flat and abs(float(data.q @ d)) > _SIGNIFICANT * float(np.abs(data.q) @ ad):
-                return SolverError(
-                    "the problem is unbounded below: there is a feasible direction along "
-                    "which the quadratic term is flat and the linear term decreases",
-                    STATUS_UNBOUNDED)
+                return unbounded_error(problem, d)
     return SolverError(
         "the KKT system is singular and inconsistent, and no certificate of "
         "infeasibility or unboundedness could be verified on the data: the problem is "
@@ -141,6 +138,35 @@ def describe_rows(problem: CompiledProblem, rows: IntArray, w: FloatArray,
             break
     names = list(dict.fromkeys(parts))
     return ("constraint rows " if len(names) > 1 else "constraint row ") + ", ".join(names)
+
+
+def describe_direction(problem: CompiledProblem, d: FloatArray, limit: int = 4) -> str:
+    """Name the variable entries along which a direction of unboundedness moves."""
+    layout = problem.layout
+    weights = np.abs(d)
+    top = float(weights.max(initial=0.0))
+    parts: list[str] = []
+    for j in np.flatnonzero(weights >= 1e-3 * top)[np.argsort(-weights[weights >= 1e-3 * top])]:
+        for name, block in layout.variables.items():
+            if block.offset <= j < block.stop:
+                if block.size == 1:
+                    parts.append(name)
+                else:
+                    index = np.unravel_index(int(j) - block.offset, block.shape, order="F")
+                    parts.append(f"{name}[{', '.join(str(int(i)) for i in index)}]")
+                break
+        if len(parts) == limit:
+            break
+    return ", ".join(parts) if parts else "auxiliary variables"
+
+
+def unbounded_error(problem: CompiledProblem, d: FloatArray) -> SolverError:
+    """The error of a verified direction of unboundedness d (the model's sense is
+    restored by the model: "below" becomes "above" for a Maximize)."""
+    return SolverError(
+        f"the problem is unbounded below: moving {describe_direction(problem, d)} along a "
+        "feasible direction keeps the quadratic term flat and the linear term decreases "
+        "without bound; add a bound or a cost on these variables", STATUS_UNBOUNDED)
 
 
 def _row_name(layout: Layout, row: int) -> str:
