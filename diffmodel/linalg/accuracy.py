@@ -25,12 +25,13 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._typing import FloatArray, IntArray
 from ..tolerances import EPS
 
 __all__ = ["backward_error", "backward_errors", "inverse_norm_estimate", "ExactResidual",
-           "exact_dot"]
+           "ExtendedResidual", "exact_dot", "EXTENDED", "EXTENDED_EPS"]
 
 
 
@@ -158,15 +159,60 @@ def _split(a: FloatArray) -> tuple[FloatArray, FloatArray]:
     return hi, a - hi
 
 
+#: Whether np.longdouble carries at least 64 significant bits (x86-64 Linux).
+EXTENDED = float(np.finfo(np.longdouble).eps) < 1e-18
+#: Unit roundoff of np.longdouble where it is extended, 2⁻⁶⁴.
+EXTENDED_EPS = float(np.finfo(np.longdouble).eps) / 2 if EXTENDED else 0.0
+#: Cancellation (|aᵀb| over |a|ᵀ|b|) down to which an extended-precision sum
+#: is still accurate to the double roundoff of the result.
+_EXTENDED_CANCEL = 1e-3
+
+
 def exact_dot(a: FloatArray, b: FloatArray) -> float:
-    """aᵀb with exact products and one rounding of the exact sum."""
+    """aᵀb accurate to the roundoff of the result, however much its terms cancel.
+
+    In 80-bit extended precision where the platform has it and the terms
+    cancel by less than three digits (its error, about 1e-19 of the terms'
+    magnitude, is then below the result's double roundoff); otherwise with
+    exact products and one rounding of their exact sum (:func:`math.fsum`).
+    """
+    if EXTENDED:
+        al, bl = a.astype(np.longdouble), b.astype(np.longdouble)
+        v = np.dot(al, bl)
+        if abs(v) >= _EXTENDED_CANCEL * np.dot(np.abs(al), np.abs(bl)):
+            return float(v)
     p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    err = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    ah, al_ = _split(a)
+    bh, bl_ = _split(b)
+    err = ((ah * bh - p) + ah * bl_ + al_ * bh) + al_ * bl_
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(err))):
         return float(p.sum())
     return math.fsum(np.concatenate([p, err]).tolist())
+
+
+class ExtendedResidual:
+    """r = r̂ − K̂ẑ computed in 80-bit extended precision (where it exists).
+
+    Each row's error is about (row nonzeros)·2⁻⁶⁴ of (|K̂||ẑ| + |r̂|)ᵢ: 2048
+    times smaller than in double precision, at the cost of a sparse product
+    in long double (a few times a double one). Refinement with it reaches a
+    relative error of about cond(K̂)·1e-19, the correctly rounded solution for
+    cond(K̂) up to about 1e3 and an error far below the double roundoff's
+    cond(K̂)·1e-16 beyond; :class:`ExactResidual` takes over where that is
+    not enough.
+    """
+
+    exact = False
+
+    def __init__(self, indptr: IntArray, indices: IntArray, data: FloatArray) -> None:
+        dim = indptr.shape[0] - 1
+        self._K = sp.csr_matrix((data.astype(np.longdouble), indices, indptr), shape=(dim, dim))
+
+    def __call__(self, z: FloatArray, rhs: FloatArray) -> FloatArray | None:
+        """The residual, or None if it overflows (use plain arithmetic)."""
+        r = np.asarray(rhs.astype(np.longdouble) - self._K @ z.astype(np.longdouble))
+        out = r.astype(np.float64)
+        return out if np.all(np.isfinite(out)) else None
 
 
 class ExactResidual:
@@ -180,6 +226,8 @@ class ExactResidual:
     cond(K̂) is large (J. Demmel et al., ACM TOMS 32, 2006). It costs a few
     microseconds per stored entry: it is used only for ill-conditioned systems.
     """
+
+    exact = True
 
     def __init__(self, indptr: IntArray, indices: IntArray, data: FloatArray) -> None:
         dim = indptr.shape[0] - 1

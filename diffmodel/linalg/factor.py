@@ -51,7 +51,9 @@ from ..tolerances import (
     SINGULAR_COND,
 )
 from .accuracy import (
+    EXTENDED,
     ExactResidual,
+    ExtendedResidual,
     backward_error,
     backward_errors,
     inverse_norm_estimate,
@@ -71,6 +73,12 @@ _LDL_RUNGS = 2
 _FAST_MAX_DIM = 200
 #: Backward error at which the fast path accepts a solve without refining.
 _FAST_TARGET = 16 * EPS
+#: Refinement measures the componentwise backward error once the normwise
+#: residual (relative to ‖K̂‖‖ẑ‖ + ‖r̂‖) is below this.
+_NORMWISE_GATE = 16 * EPS
+#: Extra-precise refinement stops at this estimated forward error (it
+#: starts above :data:`~diffmodel.tolerances.EXTRA_TRIGGER`).
+_EXTRA_GOAL = 1e-14
 
 
 class Refined(NamedTuple):
@@ -138,7 +146,7 @@ class Factorization:
         self._cond_lock = threading.Lock()  # the condition estimate (which may need both)
         self._cond: float | None = None
         self._null: FloatArray | None = None
-        self._residual: ExactResidual | None = None
+        self._residuals: list[ExactResidual | ExtendedResidual] | None = None
         self._upper: FloatArray | None = None
         self.inertia: tuple[int, int] | None = None
         if _use_dense(pattern):
@@ -279,15 +287,24 @@ class Factorization:
 
     def _refined(self, rhs: FloatArray, z0: FloatArray | None = None
                  ) -> tuple[FloatArray, float, int]:
-        """Solve K̂ ẑ = r̂ by refinement, climbing the kernel ladder on a stall."""
+        """Solve K̂ ẑ = r̂ by refinement, climbing the kernel ladder on a stall.
+
+        A more exact kernel is built only when refinement stalled before the
+        normwise residual reached the roundoff, i.e. when the kernel's
+        contraction is the limit. A componentwise backward error that stays
+        above the target once the residual is at the roundoff is the floor of
+        the residual's own rounding, which no kernel lowers; the
+        extra-precise refinement of :meth:`_solve_scaled` treats that case
+        when the estimated error warrants it.
+        """
         kernel = self._ladder[-1]
-        z, omega, steps = self._refine_with(kernel, rhs, z0)
-        while not omega <= REFINE_TARGET and not kernel.exact:
+        z, omega, steps, floor = self._refine_with(kernel, rhs, z0)
+        while not omega <= REFINE_TARGET and not floor and not kernel.exact:
             nxt = self._next_kernel(kernel)
             if nxt is None:
                 break
             start = z if np.all(np.isfinite(z)) else None
-            z2, omega2, steps2 = self._refine_with(nxt, rhs, start)
+            z2, omega2, steps2, floor = self._refine_with(nxt, rhs, start)
             if omega2 < omega:
                 z, omega = z2, omega2
             steps += steps2
@@ -295,23 +312,49 @@ class Factorization:
         return z, omega, steps
 
     def _refine_with(self, kernel: Kernel, rhs: FloatArray, z0: FloatArray | None = None
-                     ) -> tuple[FloatArray, float, int]:
-        K, K_abs = self._K, self._K_abs
+                     ) -> tuple[FloatArray, float, int, bool]:
+        """Refine with ``kernel``: ẑ, its backward error ω, the steps taken and
+        whether the normwise residual reached the roundoff.
+
+        Steps are steered first by the normwise residual η (one product with
+        K̂ each) until it is at the roundoff, then by the componentwise
+        backward error ω (one more product, with |K̂|), which refinement in
+        working precision keeps lowering for a few steps (Skeel, 1980).
+        """
+        K = self._K
         z = kernel.solve(rhs) if z0 is None else z0
-        best_z, best = z, np.inf
+        scale_rhs = float(np.max(np.abs(rhs), initial=0.0))
+        best_z, best_res, best_eta, best_omega = z, rhs, np.inf, np.inf
+        floor = False
         for steps in range(MAX_REFINE + 1):
             if not np.all(np.isfinite(z)):
                 break
             res = rhs - K @ z
-            omega = backward_error(res, K_abs @ np.abs(z), rhs, self.row_norm,
-                                   float(np.max(np.abs(z), initial=0.0)))
-            stalled = not omega < REFINE_STALL * best
-            if omega < best:
-                best_z, best = z, omega
-            if best <= REFINE_TARGET or stalled or steps == MAX_REFINE:
-                return best_z, best, steps
-            z = z + kernel.solve(res)
-        return best_z, best, MAX_REFINE
+            z_max = float(np.max(np.abs(z), initial=0.0))
+            eta = float(np.max(np.abs(res), initial=0.0)) / (self.norm * z_max + scale_rhs or 1.0)
+            if not floor:
+                stalled = not eta < REFINE_STALL * best_eta
+                if eta < best_eta:
+                    best_z, best_eta, best_res = z, eta, res
+                floor = best_eta <= _NORMWISE_GATE
+                if floor or stalled or steps == MAX_REFINE:
+                    best_omega = backward_error(best_res, self._K_abs @ np.abs(best_z), rhs,
+                                                self.row_norm,
+                                                float(np.max(np.abs(best_z), initial=0.0)))
+                    if best_omega <= REFINE_TARGET or stalled or steps == MAX_REFINE:
+                        return best_z, best_omega, steps, floor
+            else:
+                omega = backward_error(res, self._K_abs @ np.abs(z), rhs, self.row_norm, z_max)
+                stalled = not omega < REFINE_STALL * best_omega
+                if omega < best_omega:
+                    best_z, best_omega, best_res = z, omega, res
+                if best_omega <= REFINE_TARGET or stalled or steps == MAX_REFINE:
+                    return best_z, best_omega, steps, floor
+            z = best_z + kernel.solve(best_res)
+        if best_eta < np.inf and best_omega == np.inf:  # the iterates broke down
+            best_omega = backward_error(best_res, self._K_abs @ np.abs(best_z), rhs,
+                                        self.row_norm, float(np.max(np.abs(best_z), initial=0.0)))
+        return best_z, best_omega, MAX_REFINE, floor
 
     def _next_kernel(self, kernel: Kernel) -> Kernel | None:
         """The rung after ``kernel`` (built once, under the lock), or None."""
@@ -335,43 +378,69 @@ class Factorization:
             return nxt
 
     def _refine_exact(self, r_hat: FloatArray, z: FloatArray) -> Refined | None:
-        """Refinement with exact residuals (:class:`~.accuracy.ExactResidual`).
+        """Refinement with residuals in extra precision; None if it does not help.
 
-        Each correction is solved with the best kernel (its own error only
-        slows the contraction) from a residual computed exactly, so the
-        iterates converge to the correctly rounded solution whenever the
-        iteration contracts. The error is then estimated by the size of the
-        last correction, as LAPACK's extra-precise refinement does
-        (``xGERFSX``); None if the iteration does not contract.
+        Residuals in 80-bit extended precision first
+        (:class:`~.accuracy.ExtendedResidual`, where the platform has it),
+        then, if the estimated error is still above
+        :data:`_EXTRA_GOAL`, residuals computed exactly
+        (:class:`~.accuracy.ExactResidual`), which make the iterates converge
+        to the correctly rounded solution whenever the iteration contracts.
+        """
+        best: Refined | None = None
+        steps = 0
+        for residual in self._precise_residuals():
+            result = self._refine_precise(residual, r_hat, z if best is None else best.z)
+            if result is None:
+                continue
+            steps += result.steps
+            if best is None or result.accuracy < best.accuracy:
+                best = result._replace(steps=steps)
+            if best.accuracy <= _EXTRA_GOAL:
+                break
+        return best
+
+    def _refine_precise(self, residual: ExactResidual | ExtendedResidual, r_hat: FloatArray,
+                        z: FloatArray) -> Refined | None:
+        """Refine ``z`` with ``residual``: each correction is solved with the
+        best kernel (its own error only slows the contraction), and the error
+        is estimated by the size of the last correction, as LAPACK's
+        extra-precise refinement does (``xGERFSX``). When the corrections stop
+        shrinking, their size is the error left. None if the residual
+        overflows or the iteration does not contract at all.
         """
         kernel = self._ladder[-1]
-        residual = self._exact_residual()
-        last, ratio, steps = np.inf, 0.0, 0
+        z_norm = float(np.max(np.abs(z), initial=0.0)) or 1.0
+        error, last, steps = np.inf, np.inf, 0
         res = residual(z, r_hat)
         while res is not None and steps < MAX_REFINE:
             dz = kernel.solve(res)
             size = float(np.max(np.abs(dz), initial=0.0))
             if not np.isfinite(size):
-                return None
-            ratio = size / last if last < np.inf else 0.0
-            if ratio > REFINE_STALL:
                 break
-            z, last, steps = z + dz, size, steps + 1
+            if size > REFINE_STALL * last:  # the corrections are now noise of that size
+                error = size
+                break
+            z, last, error, steps = z + dz, size, size, steps + 1
+            z_norm = float(np.max(np.abs(z), initial=0.0)) or 1.0
             res = residual(z, r_hat)
-            if size <= EPS * float(np.max(np.abs(z), initial=0.0)):
+            if size <= EPS * z_norm:
                 break
-        if res is None or steps == 0 or ratio > REFINE_STALL:
+        if res is None or steps == 0:
             return None
-        z_norm = float(np.max(np.abs(z), initial=0.0)) or 1.0
         omega = backward_error(res, self._K_abs @ np.abs(z), r_hat, self.row_norm, z_norm)
-        return Refined(z, omega, steps, max(2.0 * EPS, last / z_norm))
+        return Refined(z, omega, steps, max(2.0 * EPS, error / z_norm))
 
-    def _exact_residual(self) -> ExactResidual:
+    def _precise_residuals(self) -> list[ExactResidual | ExtendedResidual]:
+        """The extra-precise residuals, cheapest first (built once, under the lock)."""
         with self._lock:
-            if self._residual is None:
+            if self._residuals is None:
                 K = sp.csr_matrix(self._K)
-                self._residual = ExactResidual(K.indptr, K.indices, K.data)
-            return self._residual
+                parts = (K.indptr, K.indices, K.data)
+                self._residuals = [ExactResidual(*parts)]
+                if EXTENDED:
+                    self._residuals.insert(0, ExtendedResidual(*parts))
+            return self._residuals
 
     # --------------------------------------------------------- conditioning
 

@@ -1,0 +1,137 @@
+"""The verified linear algebra under every solve (diffmodel.linalg).
+
+References here are computed independently of the code under test: exact
+rational arithmetic (:mod:`fractions`) for dot products and residuals, and
+the mpmath/longdouble refinement of tests/reference.py for solutions.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import diffmodel as dm
+import diffmodel.linalg.factor as factor_module
+from diffmodel.linalg.accuracy import (
+    EXTENDED,
+    EXTENDED_EPS,
+    ExactResidual,
+    ExtendedResidual,
+    exact_dot,
+)
+from diffmodel.testing import as_model, banded_qp
+
+EPS = float(np.finfo(float).eps)
+
+
+def _exact(values: np.ndarray) -> list[Fraction]:
+    return [Fraction(float(v)) for v in values]
+
+
+def _cancelling(rng: np.random.Generator, size: int, digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors whose dot product cancels about ``digits`` decimal digits."""
+    a = rng.standard_normal(size) * 10.0 ** rng.uniform(-3, 3, size)
+    b = rng.standard_normal(size)
+    # Make aᵀb small by moving b's last entry, then nudge it back a little.
+    b[-1] = -float(a[:-1] @ b[:-1]) / a[-1]
+    b[-1] += 10.0 ** -digits * float(np.abs(a) @ np.abs(b)) / abs(a[-1])
+    return a, b
+
+
+@pytest.mark.parametrize("digits", [0, 2, 6, 12, 15])
+def test_exact_dot_is_correctly_rounded_under_cancellation(digits: int) -> None:
+    rng = np.random.default_rng(digits)
+    a, b = _cancelling(rng, 400, digits)
+    exact = sum((x * y for x, y in zip(_exact(a), _exact(b))), Fraction(0))
+    got = exact_dot(a, b)
+    assert abs(Fraction(got) - exact) <= abs(exact) * Fraction(EPS), (got, float(exact))
+
+
+def _cancelling_system(seed: int, dim: int = 60) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """A sparse K, a z and an r with r − Kz cancelling to ~1e-12 of its terms."""
+    rng = np.random.default_rng(seed)
+    K = sp.random(dim, dim, density=0.2, random_state=seed, format="csr")
+    K = (K + K.T + sp.eye(dim)).tocsr()
+    K.data *= 10.0 ** rng.uniform(-4, 4, K.data.shape[0])
+    z = rng.standard_normal(dim) * 10.0 ** rng.uniform(-3, 3, dim)
+    r = K @ z
+    r *= 1.0 + 1e-12 * rng.standard_normal(dim)
+    return K, z, r
+
+
+def _exact_residual(K: sp.csr_matrix, z: np.ndarray, r: np.ndarray) -> list[Fraction]:
+    zf = _exact(z)
+    out = []
+    for i in range(K.shape[0]):
+        lo, hi = K.indptr[i], K.indptr[i + 1]
+        row = sum((Fraction(float(v)) * zf[j] for v, j in zip(K.data[lo:hi], K.indices[lo:hi])),
+                  Fraction(0))
+        out.append(Fraction(float(r[i])) - row)
+    return out
+
+
+def test_exact_residual_is_correctly_rounded() -> None:
+    K, z, r = _cancelling_system(0)
+    exact = _exact_residual(K, z, r)
+    got = ExactResidual(K.indptr, K.indices, K.data)(z, r)
+    assert got is not None
+    for g, e in zip(got, exact):
+        assert abs(Fraction(float(g)) - e) <= abs(e) * Fraction(EPS) / 2
+
+
+@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not an extended type on this platform")
+def test_extended_residual_error_is_within_its_bound() -> None:
+    K, z, r = _cancelling_system(1)
+    exact = _exact_residual(K, z, r)
+    got = ExtendedResidual(K.indptr, K.indices, K.data)(z, r)
+    assert got is not None
+    terms = abs(K) @ np.abs(z) + np.abs(r)
+    counts = np.diff(K.indptr) + 1
+    for g, e, t, k in zip(got, exact, terms, counts):
+        bound = Fraction(float(k * EXTENDED_EPS * t)) + abs(e) * Fraction(EPS)
+        assert abs(Fraction(float(g)) - e) <= bound
+    # ... which is far below what double precision gives on the same rows.
+    plain = r - K @ z
+    worst_plain = max(abs(Fraction(float(p)) - e) / abs(e) for p, e in zip(plain, exact))
+    worst_ext = max(abs(Fraction(float(g)) - e) / abs(e) for g, e in zip(got, exact))
+    assert worst_ext < worst_plain / 100
+
+
+def _ladder(sol: dm.Solution) -> list[object]:
+    assert sol._point is not None
+    return sol._point.factorization._ladder
+
+
+def test_the_ladder_is_climbed_only_when_the_kernel_is_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A componentwise backward error that stays above the target once the
+    residual is at the roundoff is the floor of the residual's own rounding:
+    no more exact kernel lowers it, so none is built for it (a SuperLU of a
+    large K costs seconds and gigabytes)."""
+    data = banded_qp(1000)  # sparse path, well conditioned
+    monkeypatch.setattr(factor_module, "REFINE_TARGET", 0.0)  # never reached
+    model, _ = as_model(data, parameters=("q", "b"))
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        sol = model.solve(q=data.q + rng.standard_normal(data.n),
+                          b=data.b + rng.standard_normal(data.m))
+        assert len(_ladder(sol)) == 1
+        assert sol.accuracy < 1e-13
+
+
+def test_the_ladder_is_climbed_when_refinement_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a regularization so large that refinement cannot contract, the
+    next rungs are built and the solve is still exact."""
+    data = banded_qp(1000)
+    model, _ = as_model(data, parameters=("q", "b"))
+    reference = model.solve(q=data.q, b=data.b)
+    monkeypatch.setattr(factor_module, "REGULARIZATION", 1e2)
+    monkeypatch.setattr(factor_module, "_DELTA_STEP", 1e-1)
+    stalled, _ = as_model(data, parameters=("q", "b"))
+    sol = stalled.solve(q=data.q, b=data.b)
+    assert len(_ladder(sol)) > 1
+    err = np.max(np.abs(sol.primal["x"] - reference.primal["x"]))
+    assert err <= 1e-13 * np.max(np.abs(reference.primal["x"]))
