@@ -52,7 +52,7 @@ def _number(value: float) -> str:
 def _constant(expr: cp.Constant) -> str:
     raw = expr.value
     if isinstance(raw, (sp.spmatrix, sp.sparray)):
-        return f"<{'×'.join(map(str, raw.shape))} sparse array>"
+        return f"<{'×'.join(map(str, expr.shape))} sparse array>"
     value = np.asarray(raw)
     if value.size == 1:
         return _number(float(value.reshape(-1)[0]))

@@ -30,8 +30,16 @@ import scipy.sparse as sp
 from .._typing import FloatArray, IntArray
 from ..tolerances import EPS
 
-__all__ = ["backward_error", "backward_errors", "inverse_norm_estimate", "ExactResidual",
-           "ExtendedResidual", "exact_dot", "EXTENDED", "EXTENDED_EPS"]
+__all__ = [
+    "EXTENDED",
+    "EXTENDED_EPS",
+    "ExactResidual",
+    "ExtendedResidual",
+    "backward_error",
+    "backward_errors",
+    "exact_dot",
+    "inverse_norm_estimate",
+]
 
 
 
