@@ -22,7 +22,7 @@ from .._typing import FloatArray
 from ..tolerances import SINGULAR_COND
 from .kkt import KKTPattern
 
-__all__ = ["Kernel", "SolverPool", "RegularizedLDL", "SparseLU", "DenseLDL", "DenseEigen"]
+__all__ = ["DenseEigen", "DenseLDL", "Kernel", "RegularizedLDL", "SolverPool", "SparseLU"]
 
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from .._typing import FloatArray, IntArray
 from ..tolerances import RUIZ_MAX_ITER, RUIZ_TOL
 
-__all__ = ["ruiz", "row_max"]
+__all__ = ["row_max", "ruiz"]
 
 
 
