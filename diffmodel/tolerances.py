@@ -91,9 +91,10 @@ MAX_ACTIVE_SET_STEPS = 25
 WARM_ACTIVE_SET_STEPS = 3
 
 # ------------------------------------------------------------- certificates
-#: A null direction certifies infeasibility or unboundedness when its
-#: residual is this small relative to the magnitudes of its terms, and its
-#: objective or right-hand-side product is not.
-CERTIFICATE_TOL = 1e-9
+#: A direction certifies infeasibility or unboundedness when each entry of
+#: its residual is at most this fraction of the magnitudes of its terms, and
+#: its right-hand-side (or objective) product is at least this fraction of
+#: the magnitude of its terms.
+CERTIFICATE_TOL = 1e-6
 #: Inverse-iteration steps used to extract a null direction of a singular K̂.
 NULL_ITERATIONS = 3

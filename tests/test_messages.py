@@ -87,3 +87,72 @@ def test_overflowing_values_are_named() -> None:
     with pytest.raises(dm.ModelError, match="the optimal value overflows double precision"):
         model.solve(q=np.array([1e200, 0.0, 0.0]), b=1.0)
     assert model.solve(q=np.zeros(3), b=1.0).status == "optimal"
+
+
+def test_infeasibility_through_a_lifted_quadratic_term() -> None:
+    # sum_squares(x - c) is canonicalized with auxiliary rows t = x − c: the
+    # certificate's rounding noise on those rows must not hide the verdict.
+    c = cp.Parameter(3, name="c")
+    model = dm.Model(cp.Minimize(cp.sum_squares(x - c)),
+                     {"low": cp.sum(x) == 1, "high": cp.sum(x) == 2})
+    assert _message(model, "infeasible", c=np.ones(3)) == (
+        "the constraints are inconsistent (infeasible): a combination of constraint rows "
+        "'low', 'high' cancels on the left-hand side but not on the right-hand side")
+
+
+def test_indefinite_matrix_flat_on_the_feasible_set_is_unbounded() -> None:
+    # y = (t, 1 − t): yᵀ diag(1, −1) y = 2t − 1, linear along the feasible line.
+    Q = cp.Parameter((2, 2), symmetric=True, name="Q")
+    y = cp.Variable(2, name="y")
+    model = dm.Model(cp.Minimize(cp.quad_form(y, Q)), {"s": cp.sum(y) == 1})
+    text = _message(model, "unbounded", Q=np.diag([1.0, -1.0]))
+    assert text.startswith("the problem is unbounded below: moving y[")
+    _message(model, "nonconvex", Q=np.diag([1.0, -2.0]))
+    assert model.solve(Q=np.diag([1.0, 2.0])).status == "optimal"
+
+
+@pytest.mark.parametrize("solver", ["kkt", "osqp"])
+def test_statuses_do_not_depend_on_the_previous_solve(solver: str) -> None:
+    """A model that has just solved (and keeps its active set) reaches the same
+    verdict as a fresh one, with the same certificate."""
+    z = cp.Variable(3, name="z", nonneg=True)
+    c = cp.Parameter(3, name="c")
+    h = cp.Parameter(name="h")
+
+    def build() -> dm.Model:
+        return dm.Model(cp.Minimize(0.5 * cp.sum_squares(z) - c @ z),
+                        {"budget": cp.sum(z) <= h}, solver=solver)
+
+    warm = build()
+    cost = np.array([1.0, 2.0, -1.0])
+    for h_value in (2.0, -1.0, 0.5, -1e-3, 3.5, -5.0):
+        fresh = build()
+        try:
+            expected = fresh.solve(c=cost, h=h_value).status
+        except dm.SolverError as exc:
+            expected = exc.status
+            assert exc.status == "infeasible"
+            assert "a nonnegative combination of constraint rows" in str(exc)
+        try:
+            got = warm.solve(c=cost, h=h_value).status
+        except dm.SolverError as exc:
+            got = exc.status
+            assert "a nonnegative combination of constraint rows" in str(exc)
+        assert got == expected, h_value
+
+
+def test_a_combination_with_the_wrong_signs_certifies_nothing() -> None:
+    """Rows 0 ≤ x ≤ 1 are dependent (w = (1, 1) cancels them) with cᵀw ≠ 0, but
+    w has the wrong sign for inequality rows: the problem is feasible."""
+    from diffmodel.solvers.verify import infeasibility
+
+    v = cp.Variable(name="v")
+    model = dm.Model(cp.Minimize(cp.square(v - b)), {"upper": v <= 1, "lower": v >= 0})
+    sol = model.solve(b=0.5)
+    problem = model.compiled
+    data = problem.data(sol._point.theta) if sol._point is not None else None
+    assert data is not None
+    rows = np.ones(problem.layout.rows)
+    assert float(data.c @ rows) > 0
+    assert infeasibility(problem, data, -rows) is None     # cᵀw < 0 but w ≤ 0
+    assert infeasibility(problem, data, rows) is None      # w ≥ 0 but cᵀw > 0

@@ -18,9 +18,18 @@ from .cache import KKTCache
 from .direct import DirectKKT
 from .osqp import OSQPBackend
 
-__all__ = ["Backend", "RawSolution", "DirectKKT", "OSQPBackend", "ActiveSetBackend", "KKTCache",
-           "make_backend",
-           "check_solver", "STATUS_OPTIMAL", "SOLVERS"]
+__all__ = [
+    "SOLVERS",
+    "STATUS_OPTIMAL",
+    "ActiveSetBackend",
+    "Backend",
+    "DirectKKT",
+    "KKTCache",
+    "OSQPBackend",
+    "RawSolution",
+    "check_solver",
+    "make_backend",
+]
 
 SOLVERS = ("kkt", "osqp")
 

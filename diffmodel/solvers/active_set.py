@@ -31,7 +31,7 @@ from OSQP's certificates, verified on the data.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,15 +41,25 @@ from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
 from ..linalg import Factorization
 from ..tolerances import (
-    ACTIVE_TOL, BACKWARD_TOL, DEGENERATE_TOL, MAX_ACTIVE_SET_STEPS, WARM_ACTIVE_SET_STEPS,
+    ACTIVE_TOL,
+    BACKWARD_TOL,
+    DEGENERATE_TOL,
+    MAX_ACTIVE_SET_STEPS,
+    WARM_ACTIVE_SET_STEPS,
 )
-from .base import STATUS_INACCURATE, STATUS_INFEASIBLE, STATUS_UNBOUNDED, RawSolution, objective
+from .base import (
+    STATUS_INACCURATE,
+    STATUS_INFEASIBLE,
+    STATUS_UNBOUNDED,
+    RawSolution,
+    objective,
+)
 from .cache import KKTCache
 from .direct import factor
 from .osqp import OSQPRunner
-from .verify import accept, describe_rows, unbounded_error
+from .verify import accept, certificate, infeasibility, unboundedness
 
-__all__ = ["ActiveSetBackend", "loose_row", "dependent_row"]
+__all__ = ["ActiveSetBackend", "dependent_row", "loose_row"]
 
 
 class _State(NamedTuple):
@@ -77,9 +87,6 @@ class _Check(NamedTuple):
 _DENSE_G = 40_000
 #: OSQP's answer is read with this relative tolerance to guess the active set.
 _GUESS_TOL = 1e-6
-#: A certificate must cancel to this relative level, and its objective or
-#: right-hand-side product must exceed it.
-_CERT_TOL = 1e-6
 
 
 class ActiveSetBackend:
@@ -135,6 +142,11 @@ class ActiveSetBackend:
             ``infeasible`` or ``unbounded`` (verified certificates),
             ``nonconvex``, or ``inaccurate`` when no active set can be verified.
         """
+        if self.problem.p_theta.shape[0]:
+            # P depends on θ: convex on the equality constraints' null space, or
+            # "nonconvex", before any active set is tried (one factorization
+            # per value of P, cached; and OSQP is never given a nonconvex P).
+            factor(self.cache, data, k_values, self._eq_rows)
         last = self._last
         if self.name == "kkt" and last is not None:
             raw = self._reverify(data, k_values, last)
@@ -163,7 +175,7 @@ class ActiveSetBackend:
         return raw
 
     def _remember(self, raw: RawSolution) -> None:
-        n, m_eq = self.problem.n, self.problem.m_eq
+        n = self.problem.n
         in_set = np.zeros(self.problem.m_ineq, dtype=bool)
         in_set[raw.active] = True
         self._last = _State(raw.active, in_set, raw.rows,
@@ -257,6 +269,10 @@ class ActiveSetBackend:
                     if loose.shape[0]:
                         in_set[loose] = False
                         continue
+                    error = certificate(problem, data, fact, rows)
+                    if error.status == STATUS_INACCURATE:
+                        return None  # no verdict from this start
+                    raise error
             accuracy, unique = accept(problem, data, fact, rows, omega, estimate)
             slack, size = self._slack(data, z[:n])
             tol = max(ACTIVE_TOL, 10.0 * accuracy)
@@ -305,57 +321,20 @@ class ActiveSetBackend:
     # ----------------------------------------------------------- certificates
 
     def _infeasible(self, data: ProblemData, dy: FloatArray) -> SolverError:
-        """OSQP's δy, verified: Mᵀδy = 0, δy ≥ 0 on inequality rows, cᵀδy < 0."""
-        problem = self.problem
-        M = sp.csr_matrix((data.M_data, problem.M.indices, problem.M.indptr),
-                          shape=problem.M.shape)
-        c = np.asarray(data.c)
-        dy = _clean(dy)
-        valid_sign = bool(np.all(dy[problem.m_eq:] >= 0))
-        if (valid_sign and _cancels(np.asarray(M.T @ dy), np.asarray(abs(M).T @ np.abs(dy)))
-                and float(c @ dy) < -_CERT_TOL * float(np.abs(c) @ np.abs(dy))):
-            rows = np.flatnonzero(dy != 0)
-            return SolverError(
-                "the constraints are inconsistent (infeasible): a nonnegative combination of "
-                f"{describe_rows(problem, rows, dy[rows])} cancels on the left-hand side but "
-                "not on the right-hand side", STATUS_INFEASIBLE)
-        return SolverError(
+        """OSQP's δy, verified (:func:`~.verify.infeasibility`)."""
+        error = infeasibility(self.problem, data, dy)
+        return error if error is not None else SolverError(
             "OSQP reports the problem infeasible, but its certificate does not hold on the "
             "data to working accuracy: the problem is nearly infeasible or too "
             "ill-conditioned to decide", STATUS_INACCURATE)
 
     def _unbounded(self, data: ProblemData, dx: FloatArray) -> SolverError:
-        """OSQP's δx, verified: P δx = 0, A δx = 0, G δx ≤ 0, qᵀδx < 0."""
-        problem = self.problem
-        P = problem.P_matrix(data)
-        M = sp.csr_matrix((data.M_data, problem.M.indices, problem.M.indptr),
-                          shape=problem.M.shape)
-        dx = _clean(dx)
-        q, adx = data.q, np.abs(dx)
-        Mdx, Mmag = np.asarray(M @ dx), np.asarray(abs(M) @ adx)
-        m_eq = problem.m_eq
-        flat = _cancels(np.asarray(P @ dx), np.asarray(abs(P) @ adx))
-        feasible = (_cancels(Mdx[:m_eq], Mmag[:m_eq])
-                    and _cancels(np.maximum(Mdx[m_eq:], 0.0), Mmag[m_eq:]))
-        if flat and feasible and float(q @ dx) < -_CERT_TOL * float(np.abs(q) @ adx):
-            return unbounded_error(problem, dx)
-        return SolverError(
+        """OSQP's δx, verified (:func:`~.verify.unboundedness`)."""
+        error = unboundedness(self.problem, data, dx)
+        return error if error is not None else SolverError(
             "OSQP reports the problem unbounded, but its certificate does not hold on the "
             "data to working accuracy: the problem is nearly unbounded or too "
             "ill-conditioned to decide", STATUS_INACCURATE)
-
-
-def _clean(v: FloatArray) -> FloatArray:
-    """A certificate with its rounding-level entries (below 1e-9 of the largest) set to 0."""
-    top = float(np.max(np.abs(v), initial=0.0))
-    return np.where(np.abs(v) > 1e-9 * top, v, 0.0)
-
-
-def _cancels(residual: FloatArray, magnitude: FloatArray) -> bool:
-    """Whether each entry of a residual is negligible against the magnitude of its terms
-    (entries whose terms are all negligible are measured against the largest)."""
-    floor = 1e-9 * float(np.max(magnitude, initial=0.0))
-    return bool(np.all(np.abs(residual) <= _CERT_TOL * (magnitude + floor)))
 
 
 def loose_row(fact: Factorization, kept: IntArray, m_eq: int, c_rows: FloatArray

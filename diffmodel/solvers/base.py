@@ -11,8 +11,17 @@ from ..compiled import ProblemData
 from ..linalg import Factorization
 from ..linalg.accuracy import exact_dot
 
-__all__ = ["Backend", "RawSolution", "objective", "STATUS_OPTIMAL", "STATUS_INFEASIBLE",
-           "STATUS_UNBOUNDED", "STATUS_NONCONVEX", "STATUS_INACCURATE", "STATUS_ERROR"]
+__all__ = [
+    "STATUS_ERROR",
+    "STATUS_INACCURATE",
+    "STATUS_INFEASIBLE",
+    "STATUS_NONCONVEX",
+    "STATUS_OPTIMAL",
+    "STATUS_UNBOUNDED",
+    "Backend",
+    "RawSolution",
+    "objective",
+]
 
 STATUS_OPTIMAL = "optimal"
 STATUS_INFEASIBLE = "infeasible"

@@ -39,7 +39,7 @@ from .cache import KKTCache
 from .direct import factor
 from .verify import accept
 
-__all__ = ["OSQPBackend", "OSQPRunner", "OSQPResult", "OSQP_SETTINGS", "STATUS_MAP"]
+__all__ = ["OSQP_SETTINGS", "STATUS_MAP", "OSQPBackend", "OSQPResult", "OSQPRunner"]
 
 #: Settings of every OSQP solve. Tight enough that the active set is
 #: identified reliably; the point is refined and verified afterwards.
@@ -48,8 +48,9 @@ OSQP_SETTINGS: dict[str, object] = {
     "eps_rel": 1e-9,
     "eps_prim_inf": 1e-10,
     "eps_dual_inf": 1e-10,
-    "polishing": True,
-    "polish_refine_iter": 10,
+    # No polishing: the point is refined on diffmodel's own factorization
+    # (and OSQP's polish prints to the terminal when it finds no active set).
+    "polishing": False,
     "max_iter": 200_000,
     "verbose": False,
 }
@@ -153,8 +154,7 @@ class OSQPRunner:
         if ws.solver is None:
             P, M = self._matrices(data)
             solver = osqp.OSQP()
-            settings = {**OSQP_SETTINGS, "polishing": self.problem.layout.rows > 0}
-            solver.setup(P, q, M, lower, upper, **settings)
+            solver.setup(P, q, M, lower, upper, **OSQP_SETTINGS)
             ws.solver = solver
         elif not (ws.P_data is not None and ws.M_data is not None
                   and np.array_equal(data.P_data, ws.P_data)

@@ -11,9 +11,10 @@ taken on the equilibrated system, so none depends on the units of the data:
 - *singular*: cond(K̂) beyond :data:`~diffmodel.tolerances.SINGULAR_COND`.
   If the system is still consistent (the refined residual vanishes) the
   point is optimal but not unique. Otherwise a null vector (d, w) of K
-  certifies **infeasibility** (Mᵀw = 0 on the rows, cᵀw ≠ 0) or
-  **unboundedness** (P d = 0, M d = 0, qᵀd ≠ 0), each verified entry by
-  entry on the original data;
+  may certify **infeasibility** (Mᵀw = 0, w ≥ 0 on inequality rows,
+  cᵀw < 0: :func:`infeasibility`) or **unboundedness** (P d = 0, A d = 0,
+  G d ≤ 0, qᵀd < 0: :func:`unboundedness`), each verified entry by entry on
+  the original data, as OSQP's certificates are;
 - *inaccurate*: otherwise, when the forward error estimate exceeds
   :data:`~diffmodel.tolerances.ACCURACY_TOL`.
 """
@@ -34,18 +35,15 @@ from .base import (
     STATUS_UNBOUNDED,
 )
 
-__all__ = ["check_convex", "accept", "describe_rows", "describe_direction", "unbounded_error"]
+__all__ = ["accept", "certificate", "check_convex", "describe_direction", "describe_rows", "infeasibility",
+           "unbounded_error", "unboundedness"]
 
-
-#: A certificate's right-hand-side (or objective) product must be at least
-#: this fraction of the magnitude of its terms: not a cancellation.
-_SIGNIFICANT = 1e-6
 
 
 def check_convex(fact: Factorization) -> None:
     """Raise ``nonconvex`` if the inertia of K̂ shows negative curvature."""
     if fact.inertia is not None and fact.inertia[1] > fact.rows:
-        pos, neg = fact.inertia
+        neg = fact.inertia[1]
         raise SolverError(
             f"the objective is not convex on the feasible set for these parameter values: "
             f"the KKT matrix has {neg} negative eigenvalues where a convex QP has "
@@ -81,45 +79,116 @@ def accept(problem: CompiledProblem, data: ProblemData, fact: Factorization, row
             "or a nearly flat objective", STATUS_INACCURATE)
     if omega <= BACKWARD_TOL:
         return omega, False
-    raise _certificate(problem, data, fact, rows)
+    raise certificate(problem, data, fact, rows)
 
 
-def _ratio(residual: FloatArray, magnitude: FloatArray) -> float:
-    """max |residual| / magnitude entry by entry, ignoring entries with no terms."""
-    live = magnitude > 0
-    if not live.any():
-        return 0.0
-    return float(np.max(np.abs(residual[live]) / magnitude[live], initial=0.0))
-
-
-def _certificate(problem: CompiledProblem, data: ProblemData, fact: Factorization,
+def certificate(problem: CompiledProblem, data: ProblemData, fact: Factorization,
                  rows: IntArray) -> SolverError:
-    """Infeasibility or unboundedness from a null vector, checked on the data."""
+    """The error of a singular, inconsistent KKT system over ``rows``: infeasible or
+    unbounded when a null vector of K gives a certificate that holds on the data,
+    otherwise inaccurate."""
     n = problem.n
-    M = problem.M_matrix(data)[rows]
-    M_abs = abs(M)
-    P = problem.P_matrix(data)
-    c = data.c[rows]
     for e in fact.null_vectors().T:
-        d, w = e[:n], e[n:]
-        if np.any(w):
-            aw = np.abs(w)
-            if (_ratio(M.T @ w, M_abs.T @ aw) <= CERTIFICATE_TOL ** 0.5
-                    and abs(float(c @ w)) > _SIGNIFICANT * float(np.abs(c) @ aw)):
-                return SolverError(
-                    "the constraints are inconsistent (infeasible): a combination of "
-                    f"{describe_rows(problem, rows, w)} cancels on the left-hand side but "
-                    "not on the right-hand side", STATUS_INFEASIBLE)
-        if np.any(d):
-            ad = np.abs(d)
-            flat = (_ratio(P @ d, abs(P) @ ad) <= CERTIFICATE_TOL ** 0.5
-                    and _ratio(M @ d, M_abs @ ad) <= CERTIFICATE_TOL ** 0.5)
-            if flat and abs(float(data.q @ d)) > _SIGNIFICANT * float(np.abs(data.q) @ ad):
-                return unbounded_error(problem, d)
+        d, w_rows = e[:n], e[n:]
+        w = np.zeros(problem.layout.rows)
+        w[rows] = w_rows
+        error = infeasibility(problem, data, -w if float(data.c @ w) > 0 else w)
+        if error is None:
+            slope = float(data.q @ d) - float(data.c[:problem.m_eq] @ w[:problem.m_eq])
+            error = (unboundedness(problem, data, -d, -w) if slope > 0
+                     else unboundedness(problem, data, d, w))
+        if error is not None:
+            return error
     return SolverError(
         "the KKT system is singular and inconsistent, and no certificate of "
         "infeasibility or unboundedness could be verified on the data: the problem is "
         "too ill-conditioned to decide", STATUS_INACCURATE)
+
+
+def infeasibility(problem: CompiledProblem, data: ProblemData, w: FloatArray
+                  ) -> SolverError | None:
+    """The error for a verified certificate of infeasibility, or None.
+
+    ``w`` weighs every constraint row (the layout's order). It certifies that
+    no x satisfies the constraints when Mᵀw = 0, w ≥ 0 on the inequality rows
+    and cᵀw < 0: for a feasible x, 0 = wᵀMx ≤ cᵀw would follow. Each entry of
+    Mᵀw must cancel relative to the magnitudes of its terms, and cᵀw must not.
+    Entries of w whose rows carry a negligible share of the combination
+    (rounding noise of a null vector) are set to zero first.
+    """
+    M = problem.M_matrix(data)
+    M_abs = abs(M)
+    c = data.c
+    w = _clean(w, np.asarray(M_abs.max(axis=1).toarray()).ravel() + np.abs(c))
+    m_eq = problem.m_eq
+    aw = np.abs(w)
+    if (not np.any(w) or np.any(w[m_eq:] < 0)
+            or not _cancels(np.asarray(M.T @ w), np.asarray(M_abs.T @ aw))
+            or not float(c @ w) < -CERTIFICATE_TOL * float(np.abs(c) @ aw)):
+        return None
+    rows = np.flatnonzero(w)
+    kind = "a nonnegative combination" if np.any(w[m_eq:]) else "a combination"
+    return SolverError(
+        f"the constraints are inconsistent (infeasible): {kind} of "
+        f"{describe_rows(problem, rows, w[rows])} cancels on the left-hand side but not on "
+        "the right-hand side", STATUS_INFEASIBLE)
+
+
+def unboundedness(problem: CompiledProblem, data: ProblemData, d: FloatArray,
+                  w: FloatArray | None = None) -> SolverError | None:
+    """The error for a verified direction of unboundedness, or None.
+
+    ``d`` is a direction of the variables, ``w`` (optional) weighs the
+    equality rows (the layout's order; other entries are ignored). Together
+    they certify that the objective decreases without bound along d from any
+    feasible point x₀ when
+
+        P d + Aᵀw = 0,   A d = 0,   G d ≤ 0 (every inequality row),   qᵀd − bᵀw < 0:
+
+    then dᵀPd = −wᵀAd = 0, and the objective along x₀ + t·d is affine in t
+    with slope (P x₀ + q)ᵀd = qᵀd − wᵀA x₀ = qᵀd − bᵀw. For a positive
+    semidefinite P, w = 0 (P d = 0) is the usual certificate; a w ≠ 0 covers
+    an indefinite P that is flat on the feasible directions. Each condition
+    is checked entry by entry against the magnitudes of its terms, after the
+    entries that carry a negligible share are set to zero.
+    """
+    P = problem.P_matrix(data)
+    M = problem.M_matrix(data)
+    P_abs, M_abs = abs(P), abs(M)
+    q, c, m_eq = data.q, data.c, problem.m_eq
+    size = (np.asarray(P_abs.max(axis=0).toarray()).ravel()
+            + np.asarray(M_abs.max(axis=0).toarray()).ravel() + np.abs(q))
+    d = _clean(d, size)
+    w_eq = np.zeros(problem.layout.rows)
+    if w is not None and m_eq:
+        w_eq[:m_eq] = _clean(w[:m_eq], np.asarray(M_abs[:m_eq].max(axis=1).toarray()).ravel()
+                             + np.abs(c[:m_eq]))
+    ad, aw = np.abs(d), np.abs(w_eq)
+    Md, M_mag = np.asarray(M @ d), np.asarray(M_abs @ ad)
+    slope = float(q @ d) - float(c @ w_eq)
+    if (not np.any(d)
+            or not _cancels(np.asarray(P @ d + M.T @ w_eq), np.asarray(P_abs @ ad + M_abs.T @ aw))
+            or not _cancels(Md[:m_eq], M_mag[:m_eq])
+            or not _cancels(np.maximum(Md[m_eq:], 0.0), M_mag[m_eq:])
+            or not slope < -CERTIFICATE_TOL * float(np.abs(q) @ ad + np.abs(c) @ aw)):
+        return None
+    return unbounded_error(problem, d)
+
+
+def _clean(v: FloatArray, size: FloatArray) -> FloatArray:
+    """``v`` with the entries whose share |vᵢ|·sizeᵢ is below 1e-9 of the largest set
+    to zero (``size`` holds the magnitude of each entry's row or column, so the
+    test does not depend on the units of the rows or variables)."""
+    share = np.abs(v) * size
+    top = float(np.max(share, initial=0.0))
+    return np.where(share > 1e-9 * top, v, 0.0)
+
+
+def _cancels(residual: FloatArray, magnitude: FloatArray) -> bool:
+    """Whether each entry of a residual is negligible against the magnitude of its
+    terms (entries whose terms are all negligible, against the largest)."""
+    floor = 1e-9 * float(np.max(magnitude, initial=0.0))
+    return bool(np.all(np.abs(residual) <= CERTIFICATE_TOL * (magnitude + floor)))
 
 
 def describe_rows(problem: CompiledProblem, rows: IntArray, w: FloatArray,
