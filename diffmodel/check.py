@@ -14,6 +14,13 @@ The central difference has truncation error O(ε²) and, for a QP, the
 solution is smooth in θ wherever the KKT matrix is nonsingular, so agreement
 to about 1e-7 relative is expected in float64 with ε ≈ 1e-6 (scaled to the
 parameter's magnitude).
+
+With inequalities, the reference re-solves hold the solution's active set
+fixed (its binding rows as equalities, the others left out): the
+derivative of a QP with inequalities at a non-degenerate point is the
+derivative of that equality QP. The check is therefore meaningful only
+when the active set does not change within ±ε, which holds away from
+degenerate points (``Solution.degenerate``).
 """
 
 from __future__ import annotations

@@ -57,6 +57,15 @@ def _spec(name: str, param: cp.Parameter) -> ParamSpec:
     return ParamSpec(name, tuple(param.shape), tuple(attrs))
 
 
+def _set_attributes(var: cp.Variable) -> dict[str, object]:
+    """The CVXPY attributes set on a variable (numeric bounds only), to rebuild it."""
+    attrs = {k: v for k, v in var.attributes.items() if v is not None and v is not False}
+    bounds = attrs.get("bounds")
+    if bounds is not None and not all(isinstance(b, (int, float, np.ndarray)) for b in bounds):
+        del attrs["bounds"]  # bounds given by expressions: enforced by the compiled problem
+    return attrs
+
+
 def _degenerate_text(sol: Solution) -> str:
     names = []
     for name, mask in sol.degenerate.items():
@@ -80,15 +89,17 @@ class Model:
         The objective, or a whole problem (then ``constraints`` must be
         omitted and the problem's constraints are named ``c0, c1, ...``).
     constraints : dict of str to constraint, or list of constraints, optional
-        Equality constraints. A dict names them; a list names them
-        ``c0, c1, ...`` in order.
+        Constraints: ``==``, ``<=`` and ``>=`` between affine expressions
+        (variable attributes ``nonneg``, ``nonpos`` and ``bounds`` add rows
+        named ``<var>.lower`` and ``<var>.upper``). A dict names them; a list
+        names them ``c0, c1, ...`` in order.
     solver : {"kkt", "osqp"}, default "kkt"
         Default backend for :meth:`solve`.
 
     Raises
     ------
     ModelError
-        If the problem is not a convex QP with equality constraints, a
+        If the problem is not a convex QP with affine constraints, a
         variable or parameter has no explicit name, or a name is used twice
         or is reserved.
 
@@ -248,6 +259,10 @@ class Model:
         -----
         AccuracyWarning
             If the solution's estimated error exceeds 1e-8.
+        DegenerateWarning
+            If rows bind with a zero multiplier or depend on other binding
+            rows: the solution is then only directionally differentiable
+            (see ``Solution.degenerate``).
         """
         t0 = time.perf_counter()
         name = self._solver if solver is None else check_solver(solver)
@@ -433,20 +448,19 @@ class Model:
         """
         return {
             "problem": self._problem, "specs": self._specs, "solver": self._solver,
-            "variables": {n: v.shape for n, v in self._variables.items()},
+            "variables": {n: (v.shape, _set_attributes(v)) for n, v in self._variables.items()},
             "parameters": {n: (p.shape, p.value) for n, p in self._parameters.items()},
             "constraints": list(self._constraints),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._solver = state["solver"]
-        self._variables = {n: cp.Variable(shape, name=n) for n, shape in
+        self._variables = {n: cp.Variable(shape, name=n, **attrs) for n, (shape, attrs) in
                            state["variables"].items()}
         specs: dict[str, ParamSpec] = state["specs"]
         self._parameters = {}
         for n, (shape, value) in state["parameters"].items():
-            attrs = {k: v for k, v in specs[n].attributes if k != "bounds"}
-            param = cp.Parameter(shape, name=n, **attrs)
+            param = cp.Parameter(shape, name=n, **dict(specs[n].attributes))
             if value is not None:
                 param.value = value
             self._parameters[n] = param

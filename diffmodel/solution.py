@@ -57,7 +57,10 @@ class Solution:
     solver : str
         The backend that solved it (``"kkt"`` or ``"osqp"``).
     iterations : int
-        Refinement steps (``"kkt"``) or ADMM iterations (``"osqp"``).
+        Refinement steps of the KKT solve (equality models, ``"kkt"``), or
+        OSQP's ADMM iterations (``"osqp"``, and inequality models whose
+        active set came from OSQP; 0 when the previous active set was
+        re-verified).
     residual : float
         Componentwise backward error of the KKT system at the solution: the
         largest relative change of any entry of the data that makes the

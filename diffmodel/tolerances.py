@@ -68,8 +68,10 @@ BACKWARD_TOL = 1e-12
 #: matrix from a nonsingular one.
 SINGULAR_COND = 1e14
 #: A solution whose estimated relative forward error exceeds this is refused
-#: (status ``"inaccurate"``). With a backward error at the roundoff this
-#: happens when the equilibrated condition number exceeds about 2·10¹³.
+#: (status ``"inaccurate"``). In working precision, with a backward error at
+#: the roundoff, the estimate reaches it near an equilibrated condition
+#: number of 2·10¹³; refinement in extra precision usually brings it back to
+#: about ε below :data:`SINGULAR_COND`.
 ACCURACY_TOL = 1e-2
 #: Above this estimated forward error a solution is returned with an
 #: :class:`~diffmodel.AccuracyWarning`.

@@ -109,6 +109,23 @@ def test_pickled_model_and_solution_give_identical_answers() -> None:
     np.testing.assert_array_equal(clone.solve().primal["x"], sol.primal["x"])
 
 
+def test_pickled_model_keeps_the_attributes_of_its_variables_and_parameters() -> None:
+    x = cp.Variable(3, name="x", nonneg=True)
+    y = cp.Variable(2, name="y", bounds=[np.full(2, -1.0), 1.0])
+    c = cp.Parameter(3, name="c", bounds=[-np.ones(3), np.ones(3)])
+    model = dm.Model(cp.Minimize(cp.sum_squares(x - c) + cp.sum_squares(y - 2)),
+                     {"total": cp.sum(x) <= 2})
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.variables["x"].attributes["nonneg"]
+    np.testing.assert_array_equal(clone.variables["y"].attributes["bounds"][0], -np.ones(2))
+    np.testing.assert_array_equal(clone.parameters["c"].attributes["bounds"][1], np.ones(3))
+    values = {"c": np.array([0.5, -0.5, 0.2])}
+    np.testing.assert_array_equal(clone.solve(**values).primal["x"],
+                                  model.solve(**values).primal["x"])
+    with pytest.raises(dm.ModelError, match="parameter 'c'.*bounds"):
+        clone.solve(c=np.array([5.0, 0.0, 0.0]))
+
+
 def test_pickle_is_small_and_carries_no_cvxpy_tree() -> None:
     x = cp.Variable(200, name="x")
     A = cp.Parameter((50, 200), name="A")
