@@ -59,9 +59,11 @@ def _spec(name: str, param: cp.Parameter) -> ParamSpec:
 
 def _set_attributes(var: cp.Variable) -> dict[str, object]:
     """The CVXPY attributes set on a variable (numeric bounds only), to rebuild it."""
-    attrs = {k: v for k, v in var.attributes.items() if v is not None and v is not False}
-    bounds = attrs.get("bounds")
-    if bounds is not None and not all(isinstance(b, (int, float, np.ndarray)) for b in bounds):
+    attrs: dict[str, object] = {k: v for k, v in var.attributes.items()
+                                if v is not None and v is not False}
+    bounds = var.attributes.get("bounds")
+    if isinstance(bounds, (list, tuple)) and not all(
+            isinstance(b, (int, float, np.ndarray)) for b in bounds):
         del attrs["bounds"]  # bounds given by expressions: enforced by the compiled problem
     return attrs
 
