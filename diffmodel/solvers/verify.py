@@ -93,6 +93,8 @@ def certificate(problem: CompiledProblem, data: ProblemData, fact: Factorization
         w = np.zeros(problem.layout.rows)
         w[rows] = w_rows
         error = infeasibility(problem, data, -w if float(data.c @ w) > 0 else w)
+        if error is None:  # P d = 0 (w is then rounding noise), or P d + Aᵀw = 0
+            error = unboundedness(problem, data, -d if float(data.q @ d) > 0 else d)
         if error is None:
             slope = float(data.q @ d) - float(data.c[:problem.m_eq] @ w[:problem.m_eq])
             error = (unboundedness(problem, data, -d, -w) if slope > 0
