@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = [
     "EPS", "RUIZ_MAX_ITER", "RUIZ_TOL", "REGULARIZATION", "DENSE_MAX_DIM",
-    "DENSE_MIN_DENSITY", "MAX_REFINE", "REFINE_TARGET", "REFINE_STALL",
+    "DENSE_MIN_DENSITY", "MAX_REFINE", "REFINE_TARGET", "REFINE_GOAL", "REFINE_STALL",
     "BACKWARD_TOL", "EXTRA_TRIGGER", "SINGULAR_COND", "ACCURACY_TOL", "ACCURACY_WARN",
     "CERTIFICATE_TOL", "NULL_ITERATIONS", "ACTIVE_TOL", "DEGENERATE_TOL",
     "MAX_ACTIVE_SET_STEPS", "WARM_ACTIVE_SET_STEPS",
@@ -48,6 +48,9 @@ MAX_REFINE = 12
 #: Refinement stops once the componentwise backward error is below this
 #: (a small multiple of the roundoff: nothing smaller is meaningful).
 REFINE_TARGET = 4 * EPS
+#: ... or once the estimated forward error 2·cond(K̂)·ω is below this: a
+#: further step, a full solve, would only refine digits beyond the twelfth.
+REFINE_GOAL = 1e-12
 #: Refinement has stalled when a step reduces the backward error by less
 #: than this factor.
 REFINE_STALL = 0.5

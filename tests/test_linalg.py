@@ -113,6 +113,7 @@ def test_the_ladder_is_climbed_only_when_the_kernel_is_the_limit(
     large K costs seconds and gigabytes)."""
     data = banded_qp(1000)  # sparse path, well conditioned
     monkeypatch.setattr(factor_module, "REFINE_TARGET", 0.0)  # never reached
+    monkeypatch.setattr(factor_module, "REFINE_GOAL", 0.0)
     model, _ = as_model(data, parameters=("q", "b"))
     rng = np.random.default_rng(3)
     for _ in range(3):

@@ -45,6 +45,7 @@ from ..tolerances import (
     EXTRA_TRIGGER,
     MAX_REFINE,
     NULL_ITERATIONS,
+    REFINE_GOAL,
     REFINE_STALL,
     REFINE_TARGET,
     REGULARIZATION,
@@ -258,12 +259,14 @@ class Factorization:
             res = R - self._K @ Z
             omegas = backward_errors(res, self._K_abs @ np.abs(Z), R, self.row_norm,
                                      np.max(np.abs(Z), axis=0, initial=0.0))
-            bad = np.flatnonzero(~(omegas <= REFINE_TARGET))
+            done = (omegas <= REFINE_TARGET) | (self.forward_error_many(omegas) <= REFINE_GOAL)
+            bad = np.flatnonzero(~done)
             if bad.size == 0 or step == 3:
                 break
             Z[:, bad] += self._kernel_block(kernel, res[:, bad])
         accuracy = self.forward_error_many(omegas)
-        for j in np.flatnonzero(~(omegas <= REFINE_TARGET) | ~(accuracy <= EXTRA_TRIGGER)):
+        done = (omegas <= REFINE_TARGET) | (accuracy <= REFINE_GOAL)
+        for j in np.flatnonzero(~done | ~(accuracy <= EXTRA_TRIGGER)):
             Z[:, j], omegas[j], _, accuracy[j] = self._solve_scaled(R[:, j], None)
         return Z * s, omegas, accuracy
 
@@ -299,7 +302,7 @@ class Factorization:
         """
         kernel = self._ladder[-1]
         z, omega, steps, floor = self._refine_with(kernel, rhs, z0)
-        while not omega <= REFINE_TARGET and not floor and not kernel.exact:
+        while not self._refined_enough(omega) and not floor and not kernel.exact:
             nxt = self._next_kernel(kernel)
             if nxt is None:
                 break
@@ -310,6 +313,10 @@ class Factorization:
             steps += steps2
             kernel = nxt
         return z, omega, steps
+
+    def _refined_enough(self, omega: float) -> bool:
+        """ω at the roundoff, or an estimated forward error below REFINE_GOAL."""
+        return omega <= REFINE_TARGET or self.forward_error(omega) <= REFINE_GOAL
 
     def _refine_with(self, kernel: Kernel, rhs: FloatArray, z0: FloatArray | None = None
                      ) -> tuple[FloatArray, float, int, bool]:
@@ -341,14 +348,14 @@ class Factorization:
                     best_omega = backward_error(best_res, self._K_abs @ np.abs(best_z), rhs,
                                                 self.row_norm,
                                                 float(np.max(np.abs(best_z), initial=0.0)))
-                    if best_omega <= REFINE_TARGET or stalled or steps == MAX_REFINE:
+                    if self._refined_enough(best_omega) or stalled or steps == MAX_REFINE:
                         return best_z, best_omega, steps, floor
             else:
                 omega = backward_error(res, self._K_abs @ np.abs(z), rhs, self.row_norm, z_max)
                 stalled = not omega < REFINE_STALL * best_omega
                 if omega < best_omega:
                     best_z, best_omega, best_res = z, omega, res
-                if best_omega <= REFINE_TARGET or stalled or steps == MAX_REFINE:
+                if self._refined_enough(best_omega) or stalled or steps == MAX_REFINE:
                     return best_z, best_omega, steps, floor
             z = best_z + kernel.solve(best_res)
         if best_eta < np.inf and best_omega == np.inf:  # the iterates broke down

@@ -96,8 +96,11 @@ def objective(rhs: FloatArray, z: FloatArray) -> float:
     primal form. When the terms still cancel by more than six digits they are
     summed exactly (:func:`~diffmodel.linalg.accuracy.exact_dot`).
     """
-    v = -0.5 * float(rhs @ z)
-    if abs(v) < 1e-6 * 0.5 * float(np.abs(rhs) @ np.abs(z)):
+    # Elementwise products and NumPy's pairwise sums rather than a BLAS dot,
+    # which may spread a long vector over threads that are busy elsewhere.
+    terms = rhs * z
+    v = -0.5 * float(terms.sum())
+    if abs(v) < 1e-6 * 0.5 * float(np.abs(terms).sum()):
         v = -0.5 * exact_dot(rhs, z)
     return v
 
