@@ -8,7 +8,9 @@ arrays shaped like their CVXPY objects (column-major, as CVXPY).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -20,6 +22,9 @@ from .errors import ModelError
 
 __all__ = ["Packer"]
 
+_MISSING: Any = object()
+_FLOAT64 = np.dtype(np.float64)
+_SUM = np.add.reduce
 
 
 class Packer:
@@ -40,6 +45,16 @@ class Packer:
         m_eq = layout.m_eq
         self._cons = [(name, block, 0 if block.kind == "eq" else m_eq)
                       for name, block in layout.constraints.items()]
+        # The hot paths below read plain tuples: (name, start, stop, shape, ...)
+        # with the start and stop in the stacked vector, and whether a reshape
+        # (column-major) is needed.
+        self._theta_slots = [(name, 1 + block.offset, 1 + block.stop, block.shape, spec,
+                              len(block.shape) > 1) for name, block, spec in self._slots]
+        self._x_slices = [(name, block.offset, block.stop, block.shape, len(block.shape) != 1)
+                          for name, block in layout.variables.items()]
+        self._y_slices = [(name, shift + block.offset, shift + block.stop, block.shape,
+                           len(block.shape) != 1) for name, block, shift in self._cons]
+        self._theta_size = layout.n_theta + 1
 
     # ------------------------------------------------------------ parameters
 
@@ -51,14 +66,14 @@ class Packer:
         """
         if not values.keys() <= self.layout.parameters.keys():
             check_names(values, self.layout.parameters, "parameter", call)
-        theta = np.empty(self.layout.n_theta + 1)
+        theta = np.empty(self._theta_size)
         theta[0] = 1.0
         given: dict[str, FloatArray] = {}
-        for name, block, spec in self._slots:
-            if name in values:
-                value = values[name]
-                if (type(value) is np.ndarray and value.dtype == np.float64
-                        and value.shape == block.shape and not spec.strict):
+        for name, start, stop, shape, spec, fortran in self._theta_slots:
+            value = values.get(name, _MISSING)
+            if value is not _MISSING:
+                if (type(value) is np.ndarray and value.dtype is _FLOAT64
+                        and value.shape == shape and not spec.strict):
                     arr = value  # finiteness is checked once for all of θ below
                 else:
                     arr = check_parameter_value(spec, value)
@@ -68,13 +83,13 @@ class Packer:
                 if stored is None:
                     raise ModelError(f"parameter '{name}' has no value: pass {name}=... to "
                                      f"{call} or set {name}.value")
-                if isinstance(stored, np.ndarray) and stored.shape == block.shape:
+                if isinstance(stored, np.ndarray) and stored.shape == shape:
                     arr = stored
                 else:  # whatever CVXPY stored: check_array says what is wrong with it
-                    arr = check_array(stored, block.shape,  # type: ignore[arg-type]
+                    arr = check_array(stored, shape,  # type: ignore[arg-type]
                                       f"parameter '{name}'")
-            theta[1 + block.offset: 1 + block.stop] = arr.ravel(order="F")
-        if not np.isfinite(theta.sum()):  # cheap; a NaN or inf makes the sum non-finite
+            theta[start:stop] = arr.ravel(order="F") if fortran else arr
+        if not math.isfinite(_SUM(theta)):  # a NaN or inf makes the sum non-finite
             for name, block, _ in self._slots:
                 check_array(block.take(theta, 1), block.shape, f"parameter '{name}'")
         return theta, given
@@ -131,8 +146,9 @@ class Packer:
 
     def params(self, vector: FloatArray) -> dict[str, FloatArray]:
         """A θ̃-shaped vector cut into arrays by parameter name (fresh arrays)."""
-        return {name: block.take(vector, 1).copy() for name, block in
-                self.layout.parameters.items()}
+        return {name: (vector[a:b].reshape(shape, order="F") if fortran or not shape
+                       else vector[a:b]).copy()
+                for name, a, b, shape, _, fortran in self._theta_slots}
 
     def params_batch(self, block2d: FloatArray) -> dict[str, FloatArray]:
         """Columns of θ̃-shaped vectors: arrays of shape (B, *shape) by name."""
@@ -151,8 +167,10 @@ class Packer:
                  ) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
         """Primal arrays by variable name and duals by constraint name: views of x
         and y, read-only whenever x and y are."""
-        primal = {name: block.take(x) for name, block in self.layout.variables.items()}
-        dual = {name: block.take(y, shift) for name, block, shift in self._cons}
+        primal = {name: x[a:b].reshape(shape, order="F") if reshape else x[a:b]
+                  for name, a, b, shape, reshape in self._x_slices}
+        dual = {name: y[a:b].reshape(shape, order="F") if reshape else y[a:b]
+                for name, a, b, shape, reshape in self._y_slices}
         return primal, dual
 
     def row_masks(self, ineq_rows: IntArray, equalities: bool) -> dict[str, BoolArray]:

@@ -28,6 +28,7 @@ zero derivative.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -54,6 +55,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R", FloatArray, tuple[FloatArray, FloatArray])
 
 
+_SUM = np.add.reduce
+
 def _quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run under ``np.errstate(all="ignore")`` and refuse non-finite results.
 
@@ -66,7 +69,10 @@ def _quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             out = fn(*args, **kwargs)
             # NaN and inf survive a sum (a finite sum that overflows is rechecked).
             parts = out if isinstance(out, tuple) else (out,)
-            finite = all(np.isfinite(p.sum()) or np.isfinite(p).all() for p in parts)
+            finite = True
+            for part in parts:
+                if not (math.isfinite(_SUM(part, axis=None)) or np.isfinite(part).all()):
+                    finite = False
         if not finite:
             raise DerivativeError(
                 f"{kwargs.get('call', fn.__name__ + '()')}: the derivative overflows double "

@@ -72,6 +72,7 @@ _DELTA_STEP = 1e-4
 _LDL_RUNGS = 2
 #: Largest dimension for which the fast path keeps K⁻¹ explicitly.
 _FAST_MAX_DIM = 200
+_MAX = np.maximum.reduce
 #: Backward error at which the fast path accepts a solve without refining.
 _FAST_TARGET = 16 * EPS
 #: Refinement measures the componentwise backward error once the normwise
@@ -220,10 +221,12 @@ class Factorization:
             z = self._fast_inv @ rhs
             den = self._fast_K_abs @ np.abs(z)
             den += np.abs(rhs)
-            ratio = np.abs(rhs - self._fast_K @ z)
+            ratio = self._fast_K @ z
+            np.subtract(rhs, ratio, out=ratio)
+            np.abs(ratio, out=ratio)
             ratio /= den
-            omega = float(ratio.max())
-            if omega <= _FAST_TARGET and den.max() < 1e300:
+            omega = float(_MAX(ratio))
+            if omega <= _FAST_TARGET and _MAX(den) < 1e300:
                 return Refined(z, omega, 0, 2.0 * self._fast_cond * max(omega, EPS))
         z, omega, steps, accuracy = self._solve_scaled(rhs * self.scale, None)
         return Refined(z * self.scale, omega, steps, accuracy)

@@ -66,7 +66,7 @@ class KKTCache:
         return entry
 
     def factor(self, data: ProblemData, k_values: FloatArray, rows: IntArray, *,
-               need_inertia: bool) -> Factorization:
+               need_inertia: bool, key: bytes | None = None) -> Factorization:
         """The factorization of K over ``rows`` for ``data``, reused when K is unchanged.
 
         ``k_values`` are the entries of θ̃ that P and M depend on: equal values
@@ -77,7 +77,8 @@ class KKTCache:
         ArithmeticError
             From :class:`~diffmodel.linalg.Factorization`.
         """
-        key = rows.tobytes()
+        if key is None:
+            key = rows.tobytes()
         latest = self._latest.get(key)  # an atomic read of an immutable pair
         if latest is not None and (not k_values.shape[0] or np.array_equal(latest[0], k_values)):
             return latest[1]

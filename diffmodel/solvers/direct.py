@@ -16,8 +16,8 @@ __all__ = ["DirectKKT", "factor"]
 
 
 
-def factor(cache: KKTCache, data: ProblemData, k_values: FloatArray, rows: IntArray
-           ) -> Factorization:
+def factor(cache: KKTCache, data: ProblemData, k_values: FloatArray, rows: IntArray,
+           key: bytes | None = None) -> Factorization:
     """Factor K over ``rows`` (or reuse the factorization) and check convexity.
 
     Raises
@@ -28,7 +28,7 @@ def factor(cache: KKTCache, data: ProblemData, k_values: FloatArray, rows: IntAr
     """
     try:
         fact = cache.factor(data, k_values, rows,
-                            need_inertia=cache.problem.p_theta.shape[0] > 0)
+                            need_inertia=cache.problem.p_theta.shape[0] > 0, key=key)
     except ArithmeticError:
         raise SolverError(
             "the KKT matrix could not be factored: the quadratic objective is not "
@@ -47,11 +47,12 @@ class DirectKKT:
         self.problem = problem
         self.cache = cache
         self.rows = np.arange(problem.m_eq, dtype=np.int64)
+        self._key = self.rows.tobytes()
 
     def solve(self, data: ProblemData, k_values: FloatArray) -> RawSolution:
         """Solve K (x, ν) = (−q, b), verify, and return the point."""
         problem, n = self.problem, self.problem.n
-        fact = factor(self.cache, data, k_values, self.rows)
+        fact = factor(self.cache, data, k_values, self.rows, self._key)
         z, omega, steps, estimate = fact.solve(data.rhs)
         accuracy, unique = accept(problem, data, fact, self.rows, omega, estimate)
         z.flags.writeable = False  # the point's x and y are views of it
