@@ -52,16 +52,17 @@ EXAMPLES = [
     Example(
         name="portfolio",
         of=["w", "budget"],
-        wrt=["mu", "gamma"],
+        wrt=["mu", "gamma", "cap"],
         sweep={"gamma": np.linspace(2.0, 8.0, 13)},
-        plots=["tornado.png", "heatmap-w-mu.png", "sweep-gamma.png"],
+        plots=["tornado.png", "ranges.png", "heatmap-w-mu.png", "sweep-gamma.png"],
     ),
     Example(
         name="dc_power_flow",
         of=["p", "balance"],
-        wrt=["c", "d"],
+        wrt=["c", "d", "fmax"],
         sweep={"d": np.linspace(0.8, 1.2, 9)},
-        plots=["tornado.png", "heatmap-p-d.png", "heatmap-balance-d.png", "sweep-d.png"],
+        plots=["tornado.png", "ranges.png", "heatmap-p-d.png", "heatmap-balance-d.png",
+               "sweep-d.png"],
     ),
 ]
 

@@ -212,6 +212,106 @@ def test_inequality_shadow_prices_match_cvxpy_duals_and_finite_differences(
     assert "cap: A @ x <= b" in str(report)
 
 
+@pytest.mark.parametrize("maximize", [False, True], ids=["min", "max"])
+def test_bound_shadow_prices_match_cvxpy_duals_and_finite_differences(maximize: bool) -> None:
+    # Variable bounds: x ≥ 0 (nonneg=True, rows "x.lower", stored as 0 <= x) and
+    # y ≤ u (bounds=[None, u], rows "y.upper", stored as y <= u), against the twin
+    # with explicit constraints solved by Clarabel, and finite differences of f*.
+    u = cp.Parameter(2, name="u")
+    a = np.array([-1.0, 2.0, 0.5])
+    x = cp.Variable(3, name="x", nonneg=True)
+    y = cp.Variable(2, name="y", bounds=[None, u])
+    f = 0.5 * cp.sum_squares(x - a) + 0.5 * cp.sum_squares(y - np.array([3.0, -1.0]))
+    cons = {"link": cp.sum(x) + y[1] <= 4.0}
+    objective = cp.Maximize(-f) if maximize else cp.Minimize(f)
+    model = dm.Model(objective, cons)
+    values = {"u": np.array([1.0, 0.5])}
+    sol = model.solve(**values)
+    report = model.sensitivity()
+    lower, upper = report.shadow_prices["x.lower"], report.shadow_prices["y.upper"]
+    assert (lower.lhs, lower.relation, lower.rhs) == ("0", "<=", "x")
+    assert (upper.lhs, upper.relation, upper.rhs) == ("y", "<=", "u")
+    assert report.active["x.lower"].tolist() == [True, False, False]
+    assert report.active["y.upper"].tolist() == [True, False]
+    assert lower.status == ("binding", "not binding", "not binding")
+    np.testing.assert_allclose(lower.slack, [0.0, 2.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(upper.slack, [0.0, 1.5], atol=1e-12)
+    # CVXPY's duals of the same problem written with explicit constraints.
+    xt, yt = cp.Variable(3, name="x"), cp.Variable(2, name="y")
+    ft = 0.5 * cp.sum_squares(xt - a) + 0.5 * cp.sum_squares(yt - np.array([3.0, -1.0]))
+    twin_cons = [xt >= 0, yt <= u, cp.sum(xt) + yt[1] <= 4.0]
+    twin = cp.Problem(cp.Maximize(-ft) if maximize else cp.Minimize(ft), twin_cons)
+    u.value = values["u"]
+    twin.solve(solver=cp.CLARABEL)
+    np.testing.assert_allclose(lower.dual, twin_cons[0].dual_value, atol=1e-6)
+    np.testing.assert_allclose(upper.dual, twin_cons[1].dual_value, atol=1e-6)
+    assert lower.dual[0] > 0.5 and upper.dual[0] > 1.0
+    # The price of y <= u + ε is ∂f*/∂u; that of 0 <= x + ε is ∂f*/∂(−lower bound).
+    for i in range(2):
+        fd = _fd_entry(model, values, "u", np.eye(2)[i], lambda s: s.value)
+        assert upper.price[i] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    np.testing.assert_allclose(model.objective_gradient()["u"], upper.price, atol=1e-12)
+    # The numeric bound cannot be moved by a parameter: a closed form instead. With
+    # "link" slack, x[0] is on its own: the minimized part is ½(ℓ − a₀)² for its
+    # lower bound ℓ ≥ a₀ = −1, whose derivative is ℓ − a₀ = 1 at ℓ = 0; relaxing
+    # 0 <= x + ε lowers ℓ by ε.
+    assert not report.active["link"]
+    expected = -1.0 if not maximize else 1.0
+    assert float(lower.price[0]) == pytest.approx(expected, rel=1e-10)
+    assert sol.value == report.value
+
+
+def test_active_set_and_degenerate_rows_appear_in_every_format(tmp_path: Path) -> None:
+    # minimize ½‖x − a‖² s.t. x ≤ u, x ≥ 0: a₀ = u₀ makes cap[0] weakly active,
+    # a₁ > u₁ makes cap[1] bind, a₂ < 0 makes x.lower[2] bind.
+    x = cp.Variable(3, name="x", nonneg=True)
+    a, u = cp.Parameter(3, name="a"), cp.Parameter(3, name="u")
+    model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(x - a)), {"cap": x <= u})
+    with pytest.warns(dm.DegenerateWarning):
+        sol = model.solve(a=np.array([1.0, 3.0, -1.0]), u=np.array([1.0, 2.0, 5.0]))
+    report = model.sensitivity(labels={"cap": ["p", "q", "r"]})
+    assert report.active["cap"].tolist() == [True, True, False]
+    assert report.degenerate["cap"].tolist() == [True, False, False]
+    assert report.active["x.lower"].tolist() == [False, False, True]
+    for c in ("cap", "x.lower"):
+        np.testing.assert_array_equal(report.active[c], sol.active[c])
+        np.testing.assert_array_equal(report.degenerate[c], sol.degenerate[c])
+    assert report.shadow_prices["cap"].status == ("weakly active", "binding", "not binding")
+    text, md = str(report), report.to_markdown()
+    page = report.to_html(tmp_path / "r.html").read_text(encoding="utf-8")
+    for doc in (text, md, page):
+        assert "Active set" in doc and "3 of 6 inequality rows bind" in doc
+        assert "weakly active" in doc and "not binding" in doc
+        assert "cap[p], cap[q]" in doc  # the binding rows, by label
+        assert "degenerate point: cap[p]" in doc
+    assert "| cap | x <= u | 3 | 2 | cap[p], cap[q] | cap[p] |" in md
+    doc = json.loads(report.to_json())
+    assert doc["shadow_prices"]["cap"]["active"] == [True, True, False]
+    assert doc["shadow_prices"]["cap"]["degenerate"] == [True, False, False]
+    assert doc["shadow_prices"]["cap"]["status"][0] == "weakly active"
+    assert doc["shadow_prices"]["cap"]["slack"] == [0.0, 0.0, 5.0]
+    frame = report.to_dataframe("constraints")
+    assert list(frame.columns) == ["constraint", "index", "label", "relation", "slack", "dual",
+                                   "price", "active", "degenerate", "status"]
+    row = frame[frame["label"] == "cap[q]"].iloc[0]
+    assert (row["active"], row["degenerate"], row["status"]) == (True, False, "binding")
+    assert row["dual"] == pytest.approx(1.0) and row["price"] == pytest.approx(-1.0)
+    assert len(frame) == 6  # cap and x.lower, three rows each
+
+
+def test_equality_reports_have_no_active_set_section() -> None:
+    model, _ = _small_model()
+    report = model.sensitivity()
+    assert report.active["balance"].tolist() == [True, True]
+    assert report.shadow_prices["balance"].slack is None
+    assert report.shadow_prices["balance"].status == ("equality", "equality")
+    text = str(report)
+    assert "Active set" not in text and "Ranges" not in text and "slack" not in text
+    frame = report.to_dataframe("constraints")
+    assert frame["status"].tolist() == ["equality", "equality"]
+    assert frame["slack"].isna().all()
+
+
 # ---------------------------------------------------------------- blocks
 
 

@@ -11,12 +11,16 @@ solution's own factorization (``Solution.sensitivity``, ``.predict`` and
 - :func:`predict`: the first-order :class:`Prediction` of the solution for a
   parameter change;
 - :func:`sweep`: a :class:`Sweep` comparing first-order predictions with
-  re-solves along a path of one parameter.
+  re-solves along a path of one parameter;
+- :func:`ranging`: a :class:`ParameterRange` per parameter, the interval
+  over which each entry can move before the active set changes, with the
+  :class:`RangeLimit` (the row that enters or leaves) at each end.
 
 The modules read one way: :mod:`.labels` (entry labels and constraint
 sides) and :mod:`.results` (the frozen result classes, whose rendering
-methods call :mod:`.render`) are used by :mod:`.whatif` and
-:mod:`.sensitivity`. Plots and DataFrames need the ``report`` extra
+methods call :mod:`.render`) are used by :mod:`.whatif`, :mod:`.blocks`
+(the Jacobian blocks), :mod:`.ranging` (with its numbers in :mod:`._ratio`)
+and :mod:`.sensitivity`, which calls the others. Plots and DataFrames need the ``report`` extra
 (``pip install "diffmodel[report]"``); importing this package does not
 import matplotlib or pandas.
 """
@@ -27,6 +31,7 @@ from .results import (
     BlockSensitivity, Entry, Influence, ObjectiveSensitivity, Prediction, Ranking,
     SensitivityReport, ShadowPrice, Sweep,
 )
+from .ranging import ParameterRange, RangeLimit, ranging
 from .sensitivity import sensitivity
 from .whatif import predict, sweep
 
@@ -34,6 +39,7 @@ __all__ = [
     "sensitivity",
     "predict",
     "sweep",
+    "ranging",
     "SensitivityReport",
     "ObjectiveSensitivity",
     "ShadowPrice",
@@ -43,4 +49,6 @@ __all__ = [
     "Ranking",
     "Prediction",
     "Sweep",
+    "ParameterRange",
+    "RangeLimit",
 ]

@@ -124,7 +124,9 @@ def label_table(layout: Layout, names: Iterable[str], given: Mapping[str, object
     names : iterable of str
         Known names, in order (repeats are ignored).
     given : dict of str to labels
-        The caller's labels, by name (see :func:`entry_labels`).
+        The caller's labels, by name (see :func:`entry_labels`). The rows of a
+        variable's bounds (``x.lower``, ``x.upper``) take the variable's
+        labels unless labels are given for them.
 
     Returns
     -------
@@ -138,8 +140,21 @@ def label_table(layout: Layout, names: Iterable[str], given: Mapping[str, object
     shapes = {name: block.shape for blocks in (layout.variables, layout.constraints,
                                                layout.parameters)
               for name, block in blocks.items()}
-    return {name: entry_labels(name, shapes[name], given.get(name))
+    return {name: entry_labels(name, shapes[name], _given(name, shapes, given))
             for name in dict.fromkeys(names)}
+
+
+def _given(name: str, shapes: Mapping[str, tuple[int, ...]], given: Mapping[str, object]
+           ) -> object:
+    """The labels given for ``name``; for the bound rows ``x.lower`` / ``x.upper`` of
+    a variable, those of the variable when none are given and the shapes agree."""
+    if name in given:
+        return given[name]
+    base, dot, side = name.rpartition(".")
+    if dot and side in ("lower", "upper") and base in given and shapes.get(base) == \
+            shapes[name]:
+        return given[base]
+    return None
 
 
 def check_labels(labels: object, known: Iterable[str], call: str) -> dict[str, object]:

@@ -2,9 +2,12 @@
 
 :class:`SensitivityReport` (from :func:`~diffmodel.analysis.sensitivity`)
 holds :class:`ObjectiveSensitivity`, :class:`ShadowPrice`,
-:class:`BlockSensitivity` (with :class:`Entry` rows) and a :class:`Ranking`
-of :class:`Influence` items; :class:`Prediction` and :class:`Sweep` come
-from :func:`~diffmodel.analysis.predict` and :func:`~diffmodel.analysis.sweep`.
+:class:`BlockSensitivity` (with :class:`Entry` rows), a :class:`Ranking`
+of :class:`Influence` items and a
+:class:`~diffmodel.analysis.ParameterRange` per parameter. The results of
+:func:`~diffmodel.analysis.predict` and :func:`~diffmodel.analysis.sweep`,
+:class:`Prediction` and :class:`Sweep`, live in :mod:`.whatif` (re-exported
+here).
 Every rendering method delegates to :mod:`diffmodel.analysis.render`; plots
 and DataFrames need the ``report`` extra (``pip install "diffmodel[report]"``).
 """
@@ -18,12 +21,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._common import FloatArray, elasticity
+from ._common import BoolArray, FloatArray, elasticity
 from .labels import entry_index
 from .render import frames, html, markdown, plots, text
+from .whatif import Prediction, Sweep
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
+
+    from .ranging import ParameterRange
 
 __all__ = [
     "Entry", "ObjectiveSensitivity", "ShadowPrice", "BlockSensitivity", "Influence",
@@ -115,6 +121,14 @@ class ShadowPrice:
         The statement above, with this constraint's sides.
     relation : {"==", "<="}
         The constraint's relation.
+    slack : ndarray or None
+        For an inequality, rhs − lhs ≥ 0 entrywise (0 on binding rows),
+        shaped like the constraint; None for an equality.
+    status : tuple of str
+        Per row (column-major): ``"equality"``; or for an inequality
+        ``"binding"``, ``"not binding"``, ``"weakly active"`` (binding with a
+        zero multiplier) or ``"dependent"`` (binding, and linearly dependent
+        on other binding rows).
     """
 
     constraint: str
@@ -124,6 +138,8 @@ class ShadowPrice:
     price: FloatArray
     meaning: str
     relation: str = "=="
+    slack: FloatArray | None = None
+    status: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,89 +257,6 @@ class Ranking:
 
 
 @dataclass(frozen=True, eq=False)
-class Prediction:
-    """First-order prediction of the solution for a parameter change δ.
-
-    Attributes
-    ----------
-    delta : dict of str to ndarray
-        The change δ by parameter name (copies; parameters not given: 0).
-    value : float
-        f* + ∇f*·δ (in the sense of the model).
-    primal : dict of str to ndarray
-        x + (dx/dθ) δ, by variable name.
-    dual : dict of str to ndarray
-        ν + (dν/dθ) δ, by constraint name (CVXPY's sign convention).
-    base_value : float
-        f* at the solution.
-    """
-
-    delta: Mapping[str, FloatArray]
-    value: float
-    primal: Mapping[str, FloatArray]
-    dual: Mapping[str, FloatArray]
-    base_value: float
-
-    def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}: {np.shape(v)}" for k, v in {**self.primal, **self.dual}.items())
-        return (f"Prediction(value={self.value:.6g}, base_value={self.base_value:.6g}, "
-                f"delta=[{', '.join(self.delta)}], solution={{{shapes}}})")
-
-
-@dataclass(frozen=True, eq=False)
-class Sweep:
-    """First-order predictions against re-solves along a path of one parameter.
-
-    Attributes
-    ----------
-    parameter : str
-        The parameter moved; every other parameter keeps its value.
-    steps : ndarray of shape (k,)
-        The path's coordinate: multipliers t (θ = t·θ₀), scalar values, or
-        step numbers 0, 1, ... for a path of arbitrary values.
-    step_kind : {"multiplier", "value", "index"}
-    thetas : ndarray of shape (k, *parameter.shape)
-        The parameter's value at each step.
-    value, predicted_value : ndarray of shape (k,)
-        Re-solved optimal value and f* + ∇f*·(θₖ − θ₀); ``value`` is NaN
-        at a step whose solve failed.
-    value_error : ndarray of shape (k,)
-        |predicted_value − value|.
-    primal, predicted_primal : dict of str to ndarray
-        By variable name, shape (k, *variable.shape).
-    dual, predicted_dual : dict of str to ndarray
-        By constraint name, shape (k, *constraint.shape).
-    error : ndarray of shape (k,)
-        Largest absolute error of the predicted primal and dual entries.
-    failures : tuple of (int, str)
-        Steps whose re-solve failed, with the error message.
-    """
-
-    parameter: str
-    steps: FloatArray
-    step_kind: str
-    thetas: FloatArray
-    value: FloatArray
-    predicted_value: FloatArray
-    value_error: FloatArray
-    primal: Mapping[str, FloatArray]
-    predicted_primal: Mapping[str, FloatArray]
-    dual: Mapping[str, FloatArray]
-    predicted_dual: Mapping[str, FloatArray]
-    error: FloatArray
-    failures: tuple[tuple[int, str], ...] = ()
-
-    def __str__(self) -> str:
-        return text.sweep_text(self)
-
-    def __repr__(self) -> str:
-        return (f"Sweep(parameter={self.parameter!r}, steps={self.steps.shape[0]}, "
-                f"step_kind={self.step_kind!r}, max value_error="
-                f"{np.nanmax(self.value_error, initial=0.0):.3g}, max error="
-                f"{np.nanmax(self.error, initial=0.0):.3g})")
-
-
-@dataclass(frozen=True, eq=False)
 class SensitivityReport:
     """Sensitivities of a solution: objective, shadow prices, Jacobian blocks.
 
@@ -365,6 +298,18 @@ class SensitivityReport:
         column-major order (``"x[north]"``, ``"A[0, 1]"``, ``"b"``).
     output_values : dict of str to ndarray
         Each reported output's value at the solution, flattened column-major.
+    active : dict of str to ndarray of bool
+        The binding rows of every constraint, shaped like it (all True for an
+        equality): ``Solution.active``.
+    degenerate : dict of str to ndarray of bool
+        Weakly active rows and binding rows that depend linearly on others,
+        by constraint: ``Solution.degenerate``.
+    ranges_detail : dict of str to ParameterRange
+        Per reported parameter (unless ``ranges=False``): the range of each
+        entry over which the active set holds, and what ends it. See
+        :attr:`ranges` and :func:`~diffmodel.analysis.ranging`.
+    range_solves : int
+        Solves with the stored factorization spent on the ranges.
     """
 
     value: float
@@ -383,6 +328,18 @@ class SensitivityReport:
     seconds: float
     labels: Mapping[str, tuple[str, ...]] = field(repr=False)
     output_values: Mapping[str, FloatArray] = field(repr=False)
+    active: Mapping[str, BoolArray] = field(default_factory=dict, repr=False)
+    degenerate: Mapping[str, BoolArray] = field(default_factory=dict, repr=False)
+    ranges_detail: Mapping[str, ParameterRange] = field(default_factory=dict, repr=False)
+    range_solves: int = 0
+
+    @property
+    def ranges(self) -> dict[str, tuple[FloatArray, FloatArray]]:
+        """``(low, high)`` by parameter name, each shaped like the parameter: entry k
+        can move within [low[k], high[k]], the others fixed, before the active
+        set changes (±inf: unbounded). Exact for entries that enter only q, b
+        and h, first order for entries of P, A and G (see :attr:`ranges_detail`)."""
+        return {p: (r.low, r.high) for p, r in self.ranges_detail.items()}
 
     def __str__(self) -> str:
         return text.report_text(self)
@@ -440,7 +397,7 @@ class SensitivityReport:
         -------
         list of Path
             The files written (``tornado.png``, ``heatmap-<output>-<parameter>.png``,
-            ``sweep-<parameter>.png``).
+            ``ranges.png``, ``sweep-<parameter>.png``).
 
         Raises
         ------
@@ -449,25 +406,36 @@ class SensitivityReport:
         """
         return plots.save_plots(self, Path(folder))
 
-    def to_dataframe(self) -> pandas.DataFrame:
-        """The report in long format, one row per derivative.
+    def to_dataframe(self, table: str = "derivatives") -> pandas.DataFrame:
+        """The report's numbers as a DataFrame.
+
+        Parameters
+        ----------
+        table : {"derivatives", "constraints", "ranges"}, default "derivatives"
+            ``"derivatives"``: long format, one row per derivative, columns
+            ``kind`` ("objective", "primal", "dual"), ``output``,
+            ``output_index``, ``output_label``, ``parameter``,
+            ``parameter_index``, ``parameter_label``, ``derivative``,
+            ``elasticity``; objective rows have output ``"f*"`` and index
+            ``()``; stored blocks contribute every entry, capped blocks
+            their largest. ``"constraints"``: one row per constraint row,
+            with its slack, dual, price and status (the active set).
+            ``"ranges"``: one row per entry of the reported parameters, with
+            its range and what ends it on each side.
 
         Returns
         -------
         pandas.DataFrame
-            Columns ``kind`` ("objective", "primal", "dual"), ``output``,
-            ``output_index``, ``output_label``, ``parameter``,
-            ``parameter_index``, ``parameter_label``, ``derivative``,
-            ``elasticity``. Objective rows have output ``"f*"`` and index
-            ``()``; stored blocks contribute every entry, capped blocks their
-            largest.
+            See :data:`diffmodel.analysis.render.frames.TABLES` for the columns.
 
         Raises
         ------
+        ValueError
+            For another ``table``.
         ImportError
             If pandas is missing (``pip install "diffmodel[report]"``).
         """
-        return frames.report_dataframe(self)
+        return frames.report_dataframe(self, table)
 
     def to_json(self) -> str:
         """The report as a JSON document (arrays as nested lists, NaN written as null).

@@ -5,7 +5,8 @@ f* + ∇f*·δ, with the solution's own factorization (no solve).
 :func:`sweep` compares that extrapolation with re-solves along a path of one
 parameter. Re-solves go through the engine that produced the solution: no
 CVXPY object and no model state is touched, so the model's latest solution
-and its parameters' values are what they were.
+and its parameters' values are what they were. Their results are
+:class:`Prediction` and :class:`Sweep`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,98 @@ from ..errors import AccuracyWarning, ModelError, SolverError
 from ..point import Point
 from ..tolerances import ACCURACY_WARN
 from ._common import FloatArray, check_progress, progress_bar, solution_engine, solution_parts
-from .results import Prediction, Sweep
+from .render import text
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis sits below the solution
     from ..solution import Solution
 
-__all__ = ["predict", "sweep"]
+__all__ = ["predict", "sweep", "Prediction", "Sweep"]
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """First-order prediction of the solution for a parameter change δ.
+
+    Attributes
+    ----------
+    delta : dict of str to ndarray
+        The change δ by parameter name (copies; parameters not given: 0).
+    value : float
+        f* + ∇f*·δ (in the sense of the model).
+    primal : dict of str to ndarray
+        x + (dx/dθ) δ, by variable name.
+    dual : dict of str to ndarray
+        ν + (dν/dθ) δ, by constraint name (CVXPY's sign convention).
+    base_value : float
+        f* at the solution.
+    """
+
+    delta: Mapping[str, FloatArray]
+    value: float
+    primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    base_value: float
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {np.shape(v)}" for k, v in {**self.primal, **self.dual}.items())
+        return (f"Prediction(value={self.value:.6g}, base_value={self.base_value:.6g}, "
+                f"delta=[{', '.join(self.delta)}], solution={{{shapes}}})")
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """First-order predictions against re-solves along a path of one parameter.
+
+    Attributes
+    ----------
+    parameter : str
+        The parameter moved; every other parameter keeps its value.
+    steps : ndarray of shape (k,)
+        The path's coordinate: multipliers t (θ = t·θ₀), scalar values, or
+        step numbers 0, 1, ... for a path of arbitrary values.
+    step_kind : {"multiplier", "value", "index"}
+    thetas : ndarray of shape (k, *parameter.shape)
+        The parameter's value at each step.
+    value, predicted_value : ndarray of shape (k,)
+        Re-solved optimal value and f* + ∇f*·(θₖ − θ₀); ``value`` is NaN
+        at a step whose solve failed.
+    value_error : ndarray of shape (k,)
+        |predicted_value − value|.
+    primal, predicted_primal : dict of str to ndarray
+        By variable name, shape (k, *variable.shape).
+    dual, predicted_dual : dict of str to ndarray
+        By constraint name, shape (k, *constraint.shape).
+    error : ndarray of shape (k,)
+        Largest absolute error of the predicted primal and dual entries.
+    failures : tuple of (int, str)
+        Steps whose re-solve failed, with the error message.
+    """
+
+    parameter: str
+    steps: FloatArray
+    step_kind: str
+    thetas: FloatArray
+    value: FloatArray
+    predicted_value: FloatArray
+    value_error: FloatArray
+    primal: Mapping[str, FloatArray]
+    predicted_primal: Mapping[str, FloatArray]
+    dual: Mapping[str, FloatArray]
+    predicted_dual: Mapping[str, FloatArray]
+    error: FloatArray
+    failures: tuple[tuple[int, str], ...] = ()
+
+    def __str__(self) -> str:
+        return text.sweep_text(self)
+
+    def __repr__(self) -> str:
+        return (f"Sweep(parameter={self.parameter!r}, steps={self.steps.shape[0]}, "
+                f"step_kind={self.step_kind!r}, max value_error="
+                f"{np.nanmax(self.value_error, initial=0.0):.3g}, max error="
+                f"{np.nanmax(self.error, initial=0.0):.3g})")
 
 
 # ---------------------------------------------------------------- predict

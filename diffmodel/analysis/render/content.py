@@ -19,10 +19,13 @@ import numpy as np
 from .._common import FloatArray, IntArray, top_indices
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..results import BlockSensitivity, Influence, SensitivityReport, Sweep
+    from ..ranging import ParameterRange, RangeLimit
+    from ..results import BlockSensitivity, Influence, SensitivityReport, ShadowPrice
+    from ..whatif import Sweep
 
 __all__ = ["Table", "Plot", "Section", "num", "largest_first", "slug", "sections",
-           "report_plots", "sweep_table", "NOTES"]
+           "report_plots", "sweep_table", "range_table", "ranged_entries", "row_status",
+           "limit_text", "has_inequalities", "NOTES"]
 
 #: Title of the notes section (rendered as a list of bullets).
 NOTES = "Notes"
@@ -48,7 +51,7 @@ class Plot:
 
     key: str
     title: str
-    kind: Literal["tornado", "heatmap", "sweep"]
+    kind: Literal["tornado", "heatmap", "ranges", "sweep"]
     block: BlockSensitivity | None = None
     sweep: Sweep | None = None
 
@@ -103,20 +106,171 @@ def _objective_table(report: SensitivityReport) -> Table:
                  caption + "; elasticity = ∂f*/∂θ · θ / f*", (False, True, True, True))
 
 
-def _shadow_tables(report: SensitivityReport) -> tuple[list[str], list[Table]]:
-    paragraphs, tables = [], []
-    for c, sp in report.shadow_prices.items():
-        paragraphs.append(f"{c}: {sp.meaning}.")
-        labels = report.labels[c]
-        nu = sp.dual.ravel(order="F")
-        price = sp.price.ravel(order="F")
-        order = largest_first(price, report.k)
-        caption = (f"{c}: {sp.lhs} {sp.relation} {sp.rhs}" if nu.shape[0] <= report.k else
-                   f"{c}: the {report.k} largest of {nu.shape[0]} entries by |price|")
+def row_status(report: SensitivityReport, c: str) -> list[str]:
+    """The status of each row of constraint ``c`` (column-major): see
+    :attr:`~diffmodel.analysis.ShadowPrice.status`."""
+    sp = report.shadow_prices[c]
+    return list(sp.status) if sp.status else ["equality"] * sp.dual.size
+
+
+def _shadow_table(report: SensitivityReport, c: str, sp: ShadowPrice) -> Table:
+    labels = report.labels[c]
+    nu = sp.dual.ravel(order="F")
+    price = sp.price.ravel(order="F")
+    order = largest_first(price, report.k)
+    caption = f"{c}: {sp.lhs} {sp.relation} {sp.rhs}"
+    if nu.shape[0] > report.k:
+        caption += f"; the {report.k} largest of {nu.shape[0]} entries by |price|"
+    if sp.slack is None:
         rows = [[labels[i], num(float(nu[i])), num(float(price[i]))] for i in order]
-        tables.append(Table(["constraint entry", "dual ν", "∂f*/∂rhs (price)"], rows,
-                            caption, (False, True, True)))
+        return Table(["constraint entry", "dual ν", "∂f*/∂rhs (price)"], rows, caption,
+                     (False, True, True))
+    slack, status = sp.slack.ravel(order="F"), row_status(report, c)
+    rows = [[labels[i], num(float(slack[i])), num(float(nu[i])), num(float(price[i])),
+             status[i]] for i in order]
+    return Table(["constraint entry", "slack", "dual ν", "∂f*/∂rhs (price)", "status"], rows,
+                 caption, (False, True, True, True, False))
+
+
+def _shadow_tables(report: SensitivityReport) -> tuple[list[str], list[Table]]:
+    sense = "maximized" if report.sense == "maximize" else "minimized"
+    sign = "+ν" if report.sense == "maximize" else "−ν"
+    paragraphs = [
+        f"The price of a constraint's row is the change of the optimal ({sense}) objective "
+        f"per unit increase of its right-hand side: ∂f*/∂ε for lhs == rhs + ε (or lhs <= "
+        f"rhs + ε), which equals {sign} (ν: CVXPY's dual, Lagrangian f + νᵀ(lhs − rhs)). "
+        f"The sides are those CVXPY stores, shown above each table (a >= b is stored as "
+        f"b <= a)."]
+    if has_inequalities(report):
+        paragraphs.append("Inequalities: slack = rhs − lhs ≥ 0; a row that does not bind "
+                          "has a zero dual and a zero price.")
+    tables = [_shadow_table(report, c, sp) for c, sp in report.shadow_prices.items()]
     return paragraphs, tables
+
+
+def has_inequalities(report: SensitivityReport) -> bool:
+    """Whether the model has an inequality constraint (or a bounded variable)."""
+    return any(sp.relation == "<=" for sp in report.shadow_prices.values())
+
+
+def _listing(labels: Sequence[str], k: int) -> str:
+    shown = ", ".join(labels[:k])
+    return shown + (f" (+{len(labels) - k} more)" if len(labels) > k else "") if labels \
+        else "none"
+
+
+def _active_table(report: SensitivityReport) -> Table:
+    rows = []
+    for c, sp in report.shadow_prices.items():
+        if sp.relation != "<=":
+            continue
+        status = row_status(report, c)
+        binding = [lab for lab, s in zip(report.labels[c], status) if s != "not binding"]
+        degenerate = [lab for lab, s in zip(report.labels[c], status)
+                      if s in ("weakly active", "dependent")]
+        rows.append([c, f"{sp.lhs} <= {sp.rhs}", str(len(status)), str(len(binding)),
+                     _listing(binding, report.k), _listing(degenerate, report.k)])
+    return Table(["constraint", "as stored", "rows", "binding", "binding rows",
+                  "degenerate rows"], rows, "inequality constraints and variable bounds",
+                 (False, False, True, True, False, False))
+
+
+def _active_section(report: SensitivityReport) -> Section:
+    table = _active_table(report)
+    total = sum(int(r[2]) for r in table.rows)
+    binding = sum(int(r[3]) for r in table.rows)
+    degenerate = sum(1 for c in report.degenerate for f in np.ravel(report.degenerate[c]) if f)
+    text = (f"{binding} of {total} inequality rows bind (hold with equality). Every other "
+            f"row has a zero dual; the solution stays a smooth function of the parameters "
+            f"while the same rows bind (see the ranges below).")
+    if degenerate:
+        text += (f" {degenerate} binding rows are degenerate (a zero multiplier, or a "
+                 f"linear dependence on other binding rows): there the solution is only "
+                 f"directionally differentiable.")
+    return Section("Active set", paragraphs=[text], tables=[table])
+
+
+def limit_text(limit: RangeLimit | None) -> str:
+    """What ends a range on one side ("none" for an infinite end)."""
+    return "none" if limit is None else str(limit)
+
+
+def range_table(rng: ParameterRange, k: int | None = None) -> Table:
+    """The ranges of one parameter's entries: all of them, or the ``k`` nearest an
+    end of their range (relative to |θ|)."""
+    value = rng.value.ravel(order="F")
+    low, high = rng.low.ravel(order="F"), rng.high.ravel(order="F")
+    exact = rng.exact.ravel(order="F")
+    size = value.shape[0]
+    if k is None or size <= k:
+        order: Sequence[int] = range(size)
+        caption = f"{rng.parameter}: all {size} entries"
+    else:
+        domain_low = np.array([lim is not None and lim.event == "domain" for lim in rng.at_low])
+        domain_high = np.array([lim is not None and lim.event == "domain"
+                                for lim in rng.at_high])
+        below = np.where(domain_low, np.inf, value - low)
+        above = np.where(domain_high, np.inf, high - value)
+        near = np.minimum(below, above) / np.where(value != 0, np.abs(value), 1.0)
+        order = np.argsort(near, kind="stable")[:k].tolist()
+        caption = (f"{rng.parameter}: the {k} of {size} entries nearest a change of the "
+                   f"active set (relative to |θ|)")
+    rows = [[rng.labels[i], num(float(value[i])), num(float(low[i])), num(float(high[i])),
+             limit_text(rng.at_low[i]), limit_text(rng.at_high[i]),
+             "exact" if exact[i] else "first order"] for i in order]
+    return Table(["parameter entry", "θ", "low", "high", "at low", "at high", "range"],
+                 rows, caption, (False, True, True, True, False, False, False))
+
+
+def _ranges_section(report: SensitivityReport) -> Section:
+    sec = Section("Ranges: how far each entry can move before the active set changes",
+                  paragraphs=[
+                      "For each parameter entry, the others fixed: the interval [low, high] "
+                      "over which the same inequality rows bind, and the row that enters "
+                      "(its slack reaches zero) or leaves (its multiplier reaches zero) at "
+                      "each end; inf: nothing ends it on that side. From the derivatives of "
+                      "the slacks and multipliers "
+                      f"({report.range_solves} solves with the stored factorization)."])
+    exact = [bool(r.exact.all()) for r in report.ranges_detail.values()]
+    what = ("The solution is affine in an entry that enters only the linear term or the "
+            "right-hand sides (q, b, h), or only rows that do not bind, while the active "
+            "set holds: its range is exact.")
+    if not all(exact):
+        what += (" Entries of P or of binding rows of A and G (marked first order) move "
+                 "the KKT matrix, so the solution is not affine in them: their range is "
+                 "that of the first-order path, an estimate.")
+    sec.paragraphs.append(what)
+    for rng in report.ranges_detail.values():
+        sec.tables.append(range_table(rng, report.k))
+    if ranged_entries(report, report.k):
+        sec.plots.append(Plot("ranges", "Ranges relative to the parameters' values", "ranges"))
+    return sec
+
+
+def ranged_entries(report: SensitivityReport, k: int
+                   ) -> list[tuple[str, float, float, bool, tuple[bool, bool]]]:
+    """The ``k`` entries of nonzero value nearest a change of the active set, as
+    (label, (low − θ)/|θ|, (high − θ)/|θ|, exact, (low, high) at the domain),
+    nearest first; entries whose range is unbounded on both sides are left out."""
+    items = []
+    for rng in report.ranges_detail.values():
+        value = rng.value.ravel(order="F")
+        low, high = rng.low.ravel(order="F"), rng.high.ravel(order="F")
+        exact = rng.exact.ravel(order="F")
+        for j, label in enumerate(rng.labels):
+            if value[j] == 0 or not (np.isfinite(low[j]) or np.isfinite(high[j])):
+                continue
+            scale = abs(float(value[j]))
+            lo, hi = (float(low[j]) - value[j]) / scale, (float(high[j]) - value[j]) / scale
+            domain = tuple(lim is not None and lim.event == "domain"
+                           for lim in (rng.at_low[j], rng.at_high[j]))
+            changes = [d for d, at_domain, lim in ((-lo, domain[0], rng.at_low[j]),
+                                                   (hi, domain[1], rng.at_high[j]))
+                       if lim is not None and not at_domain]
+            items.append((min(changes, default=np.inf), label, lo, hi, bool(exact[j]),
+                          (bool(domain[0]), bool(domain[1]))))
+    items.sort(key=lambda item: item[0])
+    return [(label, lo, hi, ex, dom) for _, label, lo, hi, ex, dom in items[:k]]
 
 
 def _block_summary(report: SensitivityReport) -> Table:
@@ -222,11 +376,18 @@ def _sweep_section(report: SensitivityReport) -> Section:
 
 def sections(report: SensitivityReport) -> list[Section]:
     """The report's content, in order: title and summary, objective sensitivity,
-    shadow prices, blocks, rankings, sweeps and notes (empty parts left out)."""
+    active set, shadow prices, ranges, blocks, rankings, sweeps and notes (empty
+    parts left out; the active set and the ranges only for a model with
+    inequalities)."""
     out = [_head(report), _objective_section(report)]
+    inequalities = has_inequalities(report)
+    if inequalities:
+        out.append(_active_section(report))
     if report.shadow_prices:
         paragraphs, tables = _shadow_tables(report)
         out.append(Section("Shadow prices", paragraphs=paragraphs, tables=tables))
+    if inequalities and report.ranges_detail:
+        out.append(_ranges_section(report))
     if report.blocks:
         out.extend(_block_sections(report))
     if report.parameters:

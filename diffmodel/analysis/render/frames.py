@@ -15,17 +15,29 @@ import numpy as np
 from . import require
 from .._common import elasticity
 from ..labels import entry_index
+from .content import row_status
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-    from ..results import BlockSensitivity, Entry, Influence, SensitivityReport, Sweep
+    from ..ranging import ParameterRange, RangeLimit
+    from ..results import BlockSensitivity, Entry, Influence, SensitivityReport
+    from ..whatif import Sweep
 
-__all__ = ["COLUMNS", "report_dataframe", "report_json"]
+__all__ = ["COLUMNS", "TABLES", "report_dataframe", "report_json"]
 
-#: The columns of :func:`report_dataframe`.
+#: The columns of :func:`report_dataframe` (the ``"derivatives"`` table).
 COLUMNS = ["kind", "output", "output_index", "output_label", "parameter", "parameter_index",
            "parameter_label", "derivative", "elasticity"]
+#: The columns of each table of :func:`report_dataframe`.
+TABLES = {
+    "derivatives": COLUMNS,
+    "constraints": ["constraint", "index", "label", "relation", "slack", "dual", "price",
+                    "active", "degenerate", "status"],
+    "ranges": ["parameter", "index", "label", "value", "low", "high", "exact", "low_event",
+               "low_constraint", "low_index", "low_label", "high_event", "high_constraint",
+               "high_index", "high_label"],
+}
 
 
 def _objective_frame(pd: Any, report: SensitivityReport, p: str) -> pandas.DataFrame:
@@ -67,31 +79,84 @@ def _block_frame(pd: Any, report: SensitivityReport, blk: BlockSensitivity
     return frame
 
 
-def report_dataframe(report: SensitivityReport) -> pandas.DataFrame:
-    """The report in long format: one row per derivative, objective rows first.
-
-    Parameters
-    ----------
-    report : SensitivityReport
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns :data:`COLUMNS`. Stored blocks contribute every entry,
-        capped blocks their largest.
-
-    Raises
-    ------
-    ImportError
-        If pandas is missing (``pip install "diffmodel[report]"``).
-    """
-    pd = require("pandas", "SensitivityReport.to_dataframe()")
+def _derivatives(pd: Any, report: SensitivityReport) -> pandas.DataFrame:
     frames = [_objective_frame(pd, report, p) for p in report.objective]
     frames += [_block_frame(pd, report, blk) for blk in report.blocks.values()]
     frames = [f for f in frames if len(f)]
     out: pandas.DataFrame = (pd.concat(frames, ignore_index=True) if frames
                              else pd.DataFrame(columns=COLUMNS))
     return out
+
+
+def _constraints(pd: Any, report: SensitivityReport) -> pandas.DataFrame:
+    rows = []
+    for c, sp in report.shadow_prices.items():
+        shape, size = sp.dual.shape, sp.dual.size
+        slack = (np.full(size, np.nan) if sp.slack is None else sp.slack.ravel(order="F"))
+        active = np.ravel(report.active.get(c, np.ones(shape, dtype=bool)), order="F")
+        degenerate = np.ravel(report.degenerate.get(c, np.zeros(shape, dtype=bool)),
+                              order="F")
+        status = row_status(report, c)
+        for i, (label, d, p) in enumerate(zip(report.labels[c], sp.dual.ravel(order="F"),
+                                              sp.price.ravel(order="F"))):
+            rows.append([c, entry_index(i, shape), label, sp.relation, float(slack[i]),
+                         float(d), float(p), bool(active[i]), bool(degenerate[i]), status[i]])
+    frame: pandas.DataFrame = pd.DataFrame(rows, columns=TABLES["constraints"])
+    return frame
+
+
+def _limit(limit: RangeLimit | None) -> list[Any]:
+    if limit is None:
+        return [None, None, None, None]
+    return [limit.event, limit.constraint, limit.index, limit.label]
+
+
+def _ranges(pd: Any, report: SensitivityReport) -> pandas.DataFrame:
+    rows = []
+    for p, rng in report.ranges_detail.items():
+        shape = rng.value.shape
+        flat = [a.ravel(order="F") for a in (rng.value, rng.low, rng.high, rng.exact)]
+        for i, label in enumerate(rng.labels):
+            rows.append([p, entry_index(i, shape), label, float(flat[0][i]), float(flat[1][i]),
+                         float(flat[2][i]), bool(flat[3][i]), *_limit(rng.at_low[i]),
+                         *_limit(rng.at_high[i])])
+    frame: pandas.DataFrame = pd.DataFrame(rows, columns=TABLES["ranges"])
+    return frame
+
+
+def report_dataframe(report: SensitivityReport, table: str = "derivatives"
+                     ) -> pandas.DataFrame:
+    """The report's numbers as a DataFrame.
+
+    Parameters
+    ----------
+    report : SensitivityReport
+    table : {"derivatives", "constraints", "ranges"}, default "derivatives"
+        ``"derivatives"``: long format, one row per derivative, objective
+        rows first; stored blocks contribute every entry, capped blocks their
+        largest. ``"constraints"``: one row per constraint row (slack NaN
+        for an equality). ``"ranges"``: one row per entry of the reported
+        parameters (the event, constraint, index and label of an infinite end
+        are missing: None or NaN).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``TABLES[table]``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``table``.
+    ImportError
+        If pandas is missing (``pip install "diffmodel[report]"``).
+    """
+    if table not in TABLES:
+        raise ValueError(f"to_dataframe(): table must be one of "
+                         f"{', '.join(repr(k) for k in TABLES)}, got {table!r}")
+    pd = require("pandas", "SensitivityReport.to_dataframe()")
+    build = {"derivatives": _derivatives, "constraints": _constraints, "ranges": _ranges}
+    return build[table](pd, report)
 
 
 # ---------------------------------------------------------------- JSON
@@ -144,7 +209,23 @@ _CONVENTIONS = {
     "shadow_price": "d f*/d eps for lhs == rhs + eps, or lhs <= rhs + eps (-nu for Minimize, "
                     "+nu for Maximize)",
     "elasticity": "derivative * theta / output; null where the output is zero",
+    "slack": "rhs - lhs >= 0 for an inequality lhs <= rhs (a >= b is stored as b <= a); "
+             "0 on binding rows",
+    "ranges": "per parameter entry, the others fixed: [low, high] over which the active set "
+              "holds; null ends are unbounded (-inf, +inf); exact where the entry enters only "
+              "q, b, h, first order otherwise",
 }
+
+
+def _range(rng: ParameterRange) -> dict[str, Any]:
+    def limit(lim: RangeLimit | None) -> dict[str, Any] | None:
+        return None if lim is None else {"event": lim.event, "constraint": lim.constraint,
+                                         "index": list(lim.index), "label": lim.label}
+
+    return {"shape": list(rng.value.shape), "value": rng.value, "low": rng.low,
+            "high": rng.high, "exact": rng.exact, "labels": list(rng.labels),
+            "at_low": [limit(lim) for lim in rng.at_low],
+            "at_high": [limit(lim) for lim in rng.at_high]}
 
 
 def report_json(report: SensitivityReport) -> str:
@@ -171,9 +252,12 @@ def report_json(report: SensitivityReport) -> str:
             for p, o in report.objective.items()},
         "shadow_prices": {
             c: {"lhs": s.lhs, "rhs": s.rhs, "relation": s.relation, "dual": s.dual,
-                "price": s.price,
+                "price": s.price, "slack": s.slack, "status": list(row_status(report, c)),
+                "active": report.active.get(c), "degenerate": report.degenerate.get(c),
                 "meaning": s.meaning, "labels": list(report.labels[c])}
             for c, s in report.shadow_prices.items()},
+        "ranges": {p: _range(r) for p, r in report.ranges_detail.items()},
+        "range_solves": report.range_solves,
         "blocks": [
             {"output": b.output, "parameter": b.parameter, "kind": b.kind,
              "output_shape": list(b.output_shape), "parameter_shape": list(b.parameter_shape),

@@ -1,7 +1,8 @@
 """The report's plots, drawn with matplotlib (the ``report`` extra).
 
-A tornado chart of ∂f*/∂θ, a heatmap per stored ∂output/∂parameter block
-and one figure per sweep. Figures are drawn off-screen (Agg canvas, no
+A tornado chart of ∂f*/∂θ, a chart of the ranges of the parameter entries
+nearest a change of the active set, a heatmap per stored
+∂output/∂parameter block and one figure per sweep. Figures are drawn off-screen (Agg canvas, no
 pyplot state) and written as PNG.
 """
 
@@ -14,17 +15,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import require
-from .content import Plot, largest_first, report_plots
+from .content import Plot, largest_first, ranged_entries, report_plots
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from ..results import BlockSensitivity, SensitivityReport, Sweep
+    from ..results import BlockSensitivity, SensitivityReport
+    from ..whatif import Sweep
 
 __all__ = ["MAX_TICKS", "draw", "png", "save_plots"]
 
 #: Tick labels are drawn on heatmap axes of at most this many entries.
 MAX_TICKS = 30
+#: The ranges chart shows relative changes within ± this (beyond: an arrow), on a
+#: scale that is logarithmic beyond ± RANGE_LINEAR.
+RANGE_CLIP = 1.0
+RANGE_LINEAR = 0.01
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -97,9 +103,51 @@ def _tornado(report: SensitivityReport) -> Figure:
     return fig
 
 
-def _sweep_figure(sw: Sweep) -> Figure:
+def _ranges_figure(report: SensitivityReport) -> Figure:
+    from matplotlib.patches import Patch
+
+    items = ranged_entries(report, report.k)[::-1]  # nearest at the top
+    fig = _figure(7.5, 1.5 + 0.32 * max(len(items), 1))
+    ax = fig.add_subplot()
+    clip, colors = RANGE_CLIP, {True: "#4c72b0", False: "#dd8452"}
+    for y, (_, lo, hi, exact, domain) in enumerate(items):
+        a, b = max(lo, -clip), min(hi, clip)
+        ax.barh(y, b - a, left=a, height=0.55, color=colors[exact], alpha=0.9)
+        for end, edge, side, marker in ((lo, -clip, -1, "<"), (hi, clip, 1, ">")):
+            if side * (end - edge) > 0:
+                ax.plot(edge, y, marker=marker, color="#444444", markersize=7)
+            elif domain[(side + 1) // 2]:
+                ax.plot(end, y, marker="|", color="#444444", markersize=14, mew=2)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(np.arange(len(items)), labels=[item[0] for item in items])
+    ax.set_xscale("symlog", linthresh=RANGE_LINEAR)
+    ax.set_xlim(-clip * 1.3, clip * 1.3)
+    ticks = [-1.0, -0.1, -0.01, 0.0, 0.01, 0.1, 1.0]
+    ax.set_xticks(ticks, labels=[f"{100 * v:+g}%" if v else "0" for v in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("change of the entry relative to its value\n(arrow: beyond ±100 % or "
+                  "unbounded; end mark: the parameter's domain)")
+    kinds = sorted({item[3] for item in items}, reverse=True)
+    ax.legend(handles=[Patch(color=colors[k], label="exact" if k else "first order")
+                       for k in kinds], loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              fontsize="small")
+    ax.set_title(f"How far {len(items)} entries can move before the active set changes")
+    return fig
+
+
+def _sweep_figure(sw: Sweep, report: SensitivityReport | None = None) -> Figure:
     fig = _figure(10.0, 3.8)
     left, right = fig.subplots(1, 2)
+    rng = None if report is None else report.ranges_detail.get(sw.parameter)
+    if rng is not None and sw.step_kind == "value" and rng.value.size == 1:
+        # A scalar parameter: where the active set of the solution holds.
+        low, high = float(rng.low.ravel()[0]), float(rng.high.ravel()[0])
+        kind = "exact" if bool(rng.exact.ravel()[0]) else "first-order"
+        for ax in (left, right):
+            lo, hi = max(low, float(sw.steps.min())), min(high, float(sw.steps.max()))
+            if lo < hi:
+                ax.axvspan(lo, hi, color="#dddddd", alpha=0.6, zorder=0,
+                           label=f"active set holds ({kind} range)" if ax is left else None)
     xlabel = {"multiplier": f"multiplier t ({sw.parameter} = t·{sw.parameter}₀)",
               "value": sw.parameter, "index": "step"}[sw.step_kind]
     left.plot(sw.steps, sw.value, "o", label="re-solved")
@@ -150,8 +198,10 @@ def draw(plot: Plot, report: SensitivityReport) -> Figure:
         return _tornado(report)
     if plot.kind == "heatmap" and plot.block is not None:
         return _heatmap(report, plot.block)
+    if plot.kind == "ranges":
+        return _ranges_figure(report)
     if plot.kind == "sweep" and plot.sweep is not None:
-        return _sweep_figure(plot.sweep)
+        return _sweep_figure(plot.sweep, report)
     raise ValueError(f"plot {plot.key!r}: nothing to draw")
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .content import NOTES, Table, sections, sweep_table
+from .content import NOTES, Table, range_table, sections, sweep_table
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..results import SensitivityReport, Sweep
+    from ..ranging import ParameterRange
+    from ..results import SensitivityReport
+    from ..whatif import Sweep
 
-__all__ = ["report_text", "sweep_text", "text_table"]
+__all__ = ["report_text", "sweep_text", "range_text", "text_table"]
 
 _UNDERLINE = {1: "=", 2: "-", 3: "·"}
 
@@ -77,3 +79,17 @@ def sweep_text(sw: Sweep) -> str:
     if sw.failures:
         text += "\n" + "\n".join(f"step {i} failed: {msg}" for i, msg in sw.failures)
     return text
+
+
+def range_text(rng: ParameterRange) -> str:
+    """The ranges of one parameter's entries as a table (every entry).
+
+    Parameters
+    ----------
+    rng : ParameterRange
+
+    Returns
+    -------
+    str
+    """
+    return text_table(range_table(rng))
