@@ -100,7 +100,7 @@ def test_in_process_report_uses_labels_and_set_values(tmp_path: Path, capsys) ->
                           "--wrt", "mu", "gamma", "--top", "3", "--json", str(js)], capsys)
     assert code == 0, err
     assert err == ""
-    assert "w[Treasuries]" in out  # the module's labels dict
+    assert "w[US large cap]" in out  # the module's labels dict
     assert f"wrote {js}" in out
     text = js.read_text(encoding="utf-8")
     # The reported optimum is the model's at gamma = 6, the other values from the file.
@@ -217,7 +217,7 @@ BAD: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
         r"'model' .* is a int, not a diffmodel Model"),
     "unknown parameter": (
         lambda t: ["report", str(PORTFOLIO), "--set", "sigma=1"], 2,
-        r"unknown parameter 'sigma' \(the model's parameters: mu, B, gamma\)"),
+        r"unknown parameter 'sigma' \(the model's parameters: mu, B, gamma, cap\)"),
     "no equals sign": (
         lambda t: ["report", str(PORTFOLIO), "--set", "gamma"], 2, r"expected NAME=VALUE"),
     "set twice": (
@@ -252,8 +252,9 @@ BAD: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
                                    "model = dm.Model(cp.Minimize(cp.sum_squares(x)),"
                                    " {'total': cp.sum(x) == b})\n")], 2,
         r"parameter 'b' has no value: set b.value in .* or pass --set b=VALUE"),
-    "solver failure": (  # gamma = 0: a linear objective, unbounded on the budget plane
-        lambda t: ["report", str(PORTFOLIO), "--set", "gamma=0"], 1, r"unbounded"),
+    "solver failure": (  # caps adding up to 0.8: no portfolio meets the budget
+        lambda t: ["report", str(PORTFOLIO), "--set", "cap=[0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1]"],
+        1, r"infeasible"),
     "infeasible": (
         lambda t: ["report", write(t, "infeasible.py",
                                    "import cvxpy as cp, diffmodel as dm\n"
@@ -366,7 +367,7 @@ BAD_PINNED: dict[str, tuple[Callable[[Path], list[str]], int, Callable[[Path], s
     "unknown parameter (pinned)": (
         lambda t: ["report", str(PORTFOLIO), "--set", "lam=1"], 2,
         lambda t: exact("--set lam: unknown parameter 'lam' (the model's parameters: "
-                        "mu, B, gamma)")),
+                        "mu, B, gamma, cap)")),
     "wrong shape (pinned)": (
         lambda t: ["report", str(PORTFOLIO), "--set", "mu=[[1, 2], [3, 4]]"], 2,
         lambda t: exact("parameter 'mu': expected shape (8,), got (2, 2)")),
