@@ -209,9 +209,11 @@ class Packer:
             raise ModelError(f"{call}: dual gradients must be a dict by constraint name; "
                              f"got {type(dual).__name__}")
         layout = self.layout
-        shape = (layout.n,) if batch is None else (layout.n, batch)
-        gx = np.zeros(shape)
-        gy = np.zeros((layout.rows,) + shape[1:])
+        if batch is None:
+            gx, gy = np.zeros(layout.n), np.zeros(layout.rows)
+        else:
+            gx = np.zeros((layout.n, batch))
+            gy = np.zeros((layout.rows, batch))
         for name, value in (primal or {}).items():
             block = layout.variables.get(name)
             if block is None:
@@ -235,8 +237,9 @@ class Packer:
              label: tuple[str, str, str], batch: int | None) -> None:
         what = "{}: {} '{}'"
         if batch is None:
-            if (isinstance(value, np.ndarray) and value.dtype == np.float64
-                    and value.shape == block.shape and np.isfinite(value.sum())):
+            if (type(value) is np.ndarray and value.dtype is _FLOAT64
+                    and value.shape == block.shape and value.ndim <= 1
+                    and math.isfinite(value.dot(value))):  # (a NaN or inf survives)
                 arr: FloatArray = value
             else:
                 arr = check_array(value, block.shape, what.format(*label))

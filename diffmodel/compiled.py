@@ -153,7 +153,7 @@ class LinearMap:
 
     def apply(self, x: FloatArray) -> FloatArray:
         """M x (x may be a block of columns)."""
-        out: FloatArray = self._fwd @ x
+        out: FloatArray = self._fwd.dot(x)
         return out
 
     def apply_adjoint(self, y: FloatArray) -> FloatArray:
@@ -163,7 +163,7 @@ class LinearMap:
             adj = (np.ascontiguousarray(self._fwd.T) if self._dense
                    else self.matrix.T.tocsr())
             self._adj = adj
-        out: FloatArray = adj @ y
+        out: FloatArray = adj.dot(y)
         return out
 
     def columns(self, cols: IntArray) -> FloatArray:

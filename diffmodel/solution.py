@@ -114,10 +114,15 @@ class Solution:
         """Name the arrays of a verified point."""
         primal, dual = packer.solution(point.x, point.y)  # read-only, never written
         raw = point.raw
-        return cls(status="optimal", value=packer.layout.sign * point.value, primal=primal,
-                   dual=dual, solver=point.solver, iterations=raw.iterations,
-                   residual=raw.backward_error, accuracy=raw.accuracy, unique=raw.unique,
-                   timings=timings, _point=point, _packer=packer, _engine=engine)
+        # The fields, set at once: the same instance the generated __init__ of
+        # this frozen dataclass builds, without its per-field setattr calls.
+        sol = object.__new__(cls)
+        sol.__dict__.update(
+            status="optimal", value=packer.layout.sign * point.value, primal=primal,
+            dual=dual, solver=point.solver, iterations=raw.iterations,
+            residual=raw.backward_error, accuracy=raw.accuracy, unique=raw.unique,
+            timings=timings, _point=point, _packer=packer, _engine=engine)
+        return sol
 
     @functools.cached_property
     def active(self) -> Mapping[str, BoolArray]:

@@ -126,6 +126,16 @@ def test_pickled_model_keeps_the_attributes_of_its_variables_and_parameters() ->
         clone.solve(c=np.array([5.0, 0.0, 0.0]))
 
 
+def test_a_solution_has_every_field_of_its_class() -> None:
+    # Solution.from_point fills the frozen dataclass's fields directly.
+    import dataclasses
+
+    sol = _model().solve(**_values(0))
+    assert set(vars(sol)) >= {f.name for f in dataclasses.fields(dm.Solution)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sol.value = 0.0  # type: ignore[misc]
+
+
 def test_pickle_is_small_and_carries_no_cvxpy_tree() -> None:
     x = cp.Variable(200, name="x")
     A = cp.Parameter((50, 200), name="A")

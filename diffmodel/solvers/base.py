@@ -88,6 +88,11 @@ class RawSolution(NamedTuple):
     dependent: IntArray = _NONE
 
 
+#: Longest vector whose dot product is taken by BLAS (single-threaded at this size).
+_DOT_MAX = 4096
+_SUM = np.add.reduce
+
+
 def objective(rhs: FloatArray, z: FloatArray) -> float:
     """½xᵀPx + qᵀx at a KKT point z of K z = rhs, rhs = (−q, c_R): −½ rhsᵀz.
 
@@ -96,11 +101,14 @@ def objective(rhs: FloatArray, z: FloatArray) -> float:
     primal form. When the terms still cancel by more than six digits they are
     summed exactly (:func:`~diffmodel.linalg.accuracy.exact_dot`).
     """
-    # Elementwise products and NumPy's pairwise sums rather than a BLAS dot,
-    # which may spread a long vector over threads that are busy elsewhere.
-    terms = rhs * z
-    v = -0.5 * float(terms.sum())
-    if abs(v) < 1e-6 * 0.5 * float(np.abs(terms).sum()):
+    if rhs.shape[0] <= _DOT_MAX:
+        v = -0.5 * float(rhs.dot(z))
+        magnitude = float(np.abs(rhs).dot(np.abs(z)))
+    else:  # NumPy's pairwise sums: a BLAS dot may spread a long vector over busy threads
+        terms = rhs * z
+        v = -0.5 * float(_SUM(terms))
+        magnitude = float(_SUM(np.abs(terms)))
+    if abs(v) < 1e-6 * 0.5 * magnitude:
         v = -0.5 * exact_dot(rhs, z)
     return v
 
