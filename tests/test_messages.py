@@ -156,3 +156,14 @@ def test_a_combination_with_the_wrong_signs_certifies_nothing() -> None:
     assert float(data.c @ rows) > 0
     assert infeasibility(problem, data, -rows) is None     # cᵀw < 0 but w ≤ 0
     assert infeasibility(problem, data, rows) is None      # w ≥ 0 but cᵀw > 0
+
+
+def test_a_long_certificate_says_how_many_rows_it_leaves_out() -> None:
+    lo = cp.Parameter(3, name="lo")
+    hi = cp.Parameter(3, name="hi")
+    model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"low": x >= lo, "high": x <= hi})
+    text = _message(model, "infeasible", lo=np.ones(3), hi=np.full(3, 0.99))
+    assert re.fullmatch(
+        r"the constraints are inconsistent \(infeasible\): a nonnegative combination of "
+        r"constraint rows ('(low|high)'\[\d\], ){3}'(low|high)'\[\d\] and 2 more cancels on the "
+        r"left-hand side but not on the right-hand side", text), text

@@ -201,14 +201,14 @@ def describe_rows(problem: CompiledProblem, rows: IntArray, w: FloatArray,
     top = float(weights.max(initial=0.0))
     if top == 0:
         return "the constraints"
-    parts: list[str] = []
-    for k in np.flatnonzero(weights >= 1e-3 * top)[np.argsort(-weights[weights >= 1e-3 * top])]:
-        row = int(rows[k])
-        parts.append(_row_name(layout, row))
-        if len(parts) == limit:
-            break
-    names = list(dict.fromkeys(parts))
-    return ("constraint rows " if len(names) > 1 else "constraint row ") + ", ".join(names)
+    heavy = np.flatnonzero(weights >= 1e-3 * top)
+    names = list(dict.fromkeys(_row_name(layout, int(rows[k]))
+                               for k in heavy[np.argsort(-weights[heavy], kind="stable")]))
+    text = ("constraint rows " if len(names) > 1 else "constraint row ") + ", ".join(
+        names[:limit])
+    if len(names) > limit:
+        text += f" and {len(names) - limit} more"
+    return text
 
 
 def describe_direction(problem: CompiledProblem, d: FloatArray, limit: int = 4) -> str:
