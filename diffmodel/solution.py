@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from . import analysis
 from ._packing import Packer
-from .analysis import Prediction, SensitivityReport, Sweep
+from .analysis import ParameterRange, Prediction, SensitivityReport, Sweep
 from ._typing import BoolArray, FloatArray
 from .diff import adjoint, adjoint_block, jacobian, objective_gradient, tangent
 from .engine import BatchResult, Engine
@@ -247,6 +247,13 @@ class Solution:
         """First-order predictions against re-solves along a path of one parameter;
         see :func:`diffmodel.analysis.sweep`. The model's CVXPY objects are not touched."""
         return analysis.sweep(self, name, values, **options)
+
+    def ranging(self, wrt: str | Sequence[str] | None = None,
+                labels: Mapping[str, Any] | None = None, progress: bool | None = None
+                ) -> dict[str, ParameterRange]:
+        """The interval of each parameter entry over which the active set holds, with
+        the row that ends it; see :func:`diffmodel.analysis.ranging`."""
+        return analysis.ranging(self, wrt=wrt, labels=labels, progress=progress)
 
 
 @dataclass(frozen=True, eq=False, repr=False)

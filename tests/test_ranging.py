@@ -425,3 +425,21 @@ def test_bound_rows_take_the_labels_of_their_variable() -> None:
     own = model.sensitivity(labels={"x": ["left", "right"], "x.lower": ["a", "b"]})
     assert own.labels["x.lower"] == ("x.lower[a]", "x.lower[b]")
     assert sol.active["x.lower"].tolist() == [True, False]
+
+
+def test_the_solution_shortcut_gives_the_same_ranges() -> None:
+    x = cp.Variable(3, name="x", nonneg=True)
+    c = cp.Parameter(3, name="c")
+    h = cp.Parameter(name="h")
+    model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(x) - c @ x), {"budget": cp.sum(x) <= h})
+    sol = model.solve(c=np.array([1.0, 2.0, -1.0]), h=2.0)
+    mine, theirs = sol.ranging(), rp.ranging(sol)
+    assert list(mine) == list(theirs) == ["c", "h"]
+    for name in mine:
+        np.testing.assert_array_equal(mine[name].low, theirs[name].low)
+        np.testing.assert_array_equal(mine[name].high, theirs[name].high)
+    # x = (c − λ)₊ with λ = ½ on the budget: h's range ends where x₀ = 0 (h = 1)
+    # and where the budget stops binding (h = 3).
+    assert (float(mine["h"].low), float(mine["h"].high)) == pytest.approx((1.0, 3.0))
+    assert str(mine["h"].at_low[0]) == "x.lower[0] enters"
+    assert str(mine["h"].at_high[0]) == "budget leaves"
