@@ -16,7 +16,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._typing import BoolArray, FloatArray, IntArray
-from ._validation import ParamSpec, check_array, check_names, check_parameter_value
+from ._validation import (
+    ParamSpec,
+    all_finite,
+    check_array,
+    check_names,
+    check_parameter_value,
+)
 from .compiled import Block, Layout
 from .errors import ModelError
 
@@ -239,7 +245,7 @@ class Packer:
         if batch is None:
             if (type(value) is np.ndarray and value.dtype is _FLOAT64
                     and value.shape == block.shape and value.ndim <= 1
-                    and math.isfinite(value.dot(value))):  # (a NaN or inf survives)
+                    and all_finite(value)):
                 arr: FloatArray = value
             else:
                 arr = check_array(value, block.shape, what.format(*label))

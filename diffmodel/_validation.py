@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -36,6 +37,25 @@ class ParamSpec:
 
     def attribute(self, key: str) -> object:
         return dict(self.attributes).get(key)
+
+
+#: Vectors up to this length are summed by a BLAS dot product (less dispatch);
+#: longer ones by NumPy's pairwise sum (BLAS may spread them over busy threads).
+_DOT_MAX = 4096
+
+
+def all_finite(v: FloatArray) -> bool:
+    """Whether a float64 array of at most one axis has no NaN or inf, cheaply.
+
+    A NaN or inf survives a sum of squares; a sum that overflows from finite
+    entries is rechecked entry by entry.
+    """
+    if v.ndim == 0 or (v.ndim == 1 and v.shape[0] <= _DOT_MAX):
+        total = float(v.dot(v))  # (BLAS: no warning on overflow)
+    else:
+        with np.errstate(over="ignore"):
+            total = float(np.add.reduce(v, axis=None))
+    return math.isfinite(total) or bool(np.isfinite(v).all())
 
 
 def check_array(value: ArrayLike, shape: tuple[int, ...], what: str) -> FloatArray:

@@ -364,13 +364,27 @@ def coefficients_to_matrix(i: IntArray, j: IntArray, p: IntArray, val: FloatArra
     outer, inner = (j, i) if by_columns else (i, j)
     n_outer, n_inner = (shape[1], shape[0]) if by_columns else shape
     keys = outer.astype(np.int64) * max(n_inner, 1) + inner.astype(np.int64)
-    ukeys, inverse = np.unique(keys, return_inverse=True)
+    # The distinct keys in order, and each coefficient's rank among them. A
+    # stable argsort (timsort) is several times faster than np.unique's
+    # quicksort here: the walker emits the coefficients in sorted runs.
+    order = keys.argsort(kind="stable")
+    sorted_keys = keys[order]
+    del keys
+    first = np.empty(sorted_keys.shape[0], dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    ukeys = sorted_keys[first]
     nnz = ukeys.shape[0]
     idx = np.int32 if max(shape) < 2**31 - 1 else np.int64
     indices = (ukeys % max(n_inner, 1)).astype(idx)
     indptr = np.zeros(n_outer + 1, dtype=np.int64)
     np.cumsum(np.bincount(ukeys // max(n_inner, 1), minlength=n_outer), out=indptr[1:])
-    mat = sp.csr_matrix((val, (inverse, p)), shape=(nnz, n_theta + 1))
+    # Row k of the map holds the coefficients of pattern entry k: built in CSR
+    # directly from the sorted order (no COO detour), duplicates summed.
+    map_indptr = np.zeros(nnz + 1, dtype=np.int64)
+    map_indptr[1:] = np.flatnonzero(np.append(first[1:], True)) + 1
+    mat = sp.csr_matrix((np.asarray(val, dtype=np.float64)[order], p[order], map_indptr),
+                        shape=(nnz, n_theta + 1))
     mat.sum_duplicates()
     return ParametricMatrix(shape=shape, indptr=indptr, indices=indices, map=LinearMap(mat),
                             by_columns=by_columns)

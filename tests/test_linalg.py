@@ -136,3 +136,20 @@ def test_the_ladder_is_climbed_when_refinement_stalls(monkeypatch: pytest.Monkey
     assert len(_ladder(sol)) > 1
     err = np.max(np.abs(sol.primal["x"] - reference.primal["x"]))
     assert err <= 1e-13 * np.max(np.abs(reference.primal["x"]))
+
+
+def test_full_pattern_rows_are_sorted_and_map_to_the_upper_entries() -> None:
+    """KKTPattern's row-wise full pattern: each row sorted, and K = U + strict(U)ᵀ."""
+    from diffmodel.linalg.kkt import _full
+
+    rng = np.random.default_rng(5)
+    for trial in range(50):
+        dim = int(rng.integers(1, 40))
+        A = sp.random(dim, dim, density=float(rng.uniform(0, 0.4)), random_state=trial)
+        U = sp.csc_matrix(sp.triu(A + A.T) + sp.eye(dim))
+        U.sort_indices()
+        indptr, indices, src, rows = _full(U.indptr.astype(np.int64), U.indices, dim)
+        full = sp.csr_matrix((U.data[src], indices, indptr), shape=(dim, dim))
+        np.testing.assert_array_equal(full.toarray(), (U + sp.triu(U, k=1).T).toarray())
+        assert full.has_sorted_indices
+        np.testing.assert_array_equal(rows, np.repeat(np.arange(dim), np.diff(indptr)))

@@ -151,18 +151,36 @@ class KKTPattern:
 
 def _full(indptr: IntArray, indices: IntArray,
           dim: int) -> tuple[IntArray, IntArray, IntArray, IntArray]:
-    """Row-wise pattern of the full symmetric matrix and each entry's upper source."""
+    """Row-wise pattern of the full symmetric matrix and each entry's upper source.
+
+    The upper triangle U is stored by columns with its diagonal explicit, so
+    read by rows the same arrays are the lower triangle L = Uᵀ. Row r of the
+    full matrix is row r of L (columns ≤ r, the diagonal last) followed by
+    row r of U without its diagonal (columns > r): both in order, so the
+    rows are sorted with two counting passes and no sort.
+    """
     nnz = indices.shape[0]
-    cols = np.repeat(np.arange(dim, dtype=np.int64), np.diff(indptr))
-    rows = indices.astype(np.int64)
-    off = np.flatnonzero(rows != cols)
-    all_rows = np.concatenate([rows, cols[off]])
-    all_cols = np.concatenate([cols, rows[off]])
-    src = np.concatenate([np.arange(nnz, dtype=np.int64), off])
-    order = np.lexsort((all_cols, all_rows))
-    full_rows = all_rows[order]
+    src = np.arange(nnz, dtype=np.int64)
+    # U by rows: a counting-sort transpose of the column-wise arrays.
+    by_rows = sp.csc_matrix((src, indices, indptr), shape=(dim, dim)).tocsr()
+    u_indptr = by_rows.indptr.astype(np.int64)
+    l_counts = np.diff(indptr).astype(np.int64)
+    u_counts = np.diff(u_indptr) - 1  # without the diagonal, U's first entry of each row
     full_indptr = np.zeros(dim + 1, dtype=np.int64)
-    np.cumsum(np.bincount(full_rows, minlength=dim), out=full_indptr[1:])
+    np.cumsum(l_counts + u_counts, out=full_indptr[1:])
     idx = _index_dtype(dim)
-    return (full_indptr, all_cols[order].astype(idx), src[order],
-            full_rows.astype(idx))
+    full_indices: IntArray = np.empty(int(full_indptr[-1]), dtype=idx)
+    full_src = np.empty(int(full_indptr[-1]), dtype=np.int64)
+    l_rows = np.repeat(np.arange(dim, dtype=np.int64), l_counts)
+    l_pos = full_indptr[l_rows] + (src - indptr[l_rows])
+    full_indices[l_pos] = indices
+    full_src[l_pos] = src
+    keep = np.ones(nnz, dtype=bool)
+    keep[u_indptr[:-1]] = False  # the diagonal of each row of U
+    u_rows = np.repeat(np.arange(dim, dtype=np.int64), u_counts)
+    u_pos = full_indptr[u_rows] + l_counts[u_rows] + (
+        np.flatnonzero(keep) - u_indptr[u_rows] - 1)
+    full_indices[u_pos] = by_rows.indices[keep]
+    full_src[u_pos] = by_rows.data[keep]
+    full_rows: IntArray = np.repeat(np.arange(dim, dtype=idx), l_counts + u_counts)
+    return full_indptr, full_indices, full_src, full_rows
