@@ -381,9 +381,11 @@ def coefficients_to_matrix(i: IntArray, j: IntArray, p: IntArray, val: FloatArra
     np.cumsum(np.bincount(ukeys // max(n_inner, 1), minlength=n_outer), out=indptr[1:])
     # Row k of the map holds the coefficients of pattern entry k: built in CSR
     # directly from the sorted order (no COO detour), duplicates summed.
-    map_indptr = np.zeros(nnz + 1, dtype=np.int64)
+    small = np.int32 if max(sorted_keys.shape[0], n_theta + 1) < 2**31 - 1 else np.int64
+    map_indptr = np.zeros(nnz + 1, dtype=small)
     map_indptr[1:] = np.flatnonzero(np.append(first[1:], True)) + 1
-    mat = sp.csr_matrix((np.asarray(val, dtype=np.float64)[order], p[order], map_indptr),
+    mat = sp.csr_matrix((np.asarray(val, dtype=np.float64)[order],
+                         np.asarray(p[order], dtype=small), map_indptr),
                         shape=(nnz, n_theta + 1))
     mat.sum_duplicates()
     return ParametricMatrix(shape=shape, indptr=indptr, indices=indices, map=LinearMap(mat),

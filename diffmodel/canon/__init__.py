@@ -253,10 +253,12 @@ def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp
 
     P_parts: list[tuple[IntArray, IntArray, IntArray, FloatArray]] = []
     n_all = n
-    for term in quads:
-        u, W = term.u, term.W
+    while quads:  # each term is dropped once expanded: the compile's peak memory
+        term = quads.pop(0)
+        u, W, source = term.u, term.W, term.source
+        del term
         if W.size != u.size * u.size:
-            raise ModelError(f"objective: weight of {term.source} does not match its argument")
+            raise ModelError(f"objective: weight of {source} does not match its argument")
         if u.has_params or (W.has_params and not is_selection(u)):
             # Lift: y = u, as rows y − u = 0.
             size = u.size
@@ -268,6 +270,7 @@ def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp
             n_all += size
             u = y
         P_parts.append(expand_quadratic(u, W, linear))
+        del u, W
 
     layout = Layout(variables=var_blocks, constraints=con_blocks, parameters=par_blocks,
                     n=n_all, m_eq=count["eq"], m_ineq=count["ineq"], n_theta=n_theta, sign=sign)
@@ -276,11 +279,17 @@ def canonicalize(objective: cp.Minimize | cp.Maximize, constraints: dict[str, cp
 
 
 def _cat_int(parts: list[IntArray]) -> IntArray:
-    return np.concatenate(parts).astype(INT) if parts else np.zeros(0, dtype=INT)
+    """The parts end to end, in their own integer type (no copy of a single part)."""
+    if not parts:
+        return np.zeros(0, dtype=INT)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _cat_float(parts: list[FloatArray]) -> FloatArray:
-    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+    if not parts:
+        return np.zeros(0)
+    return parts[0].astype(np.float64, copy=False) if len(parts) == 1 else np.concatenate(
+        parts, dtype=np.float64)
 
 
 def _assemble(layout: Layout, n_user: int,

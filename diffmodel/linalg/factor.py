@@ -135,10 +135,15 @@ class Factorization:
                  pool: SolverPool | None = None) -> None:
         self.pattern = pattern
         self.n, self.rows, self.dim = pattern.n, pattern.rows, pattern.dim
-        full_data = data[pattern.full_src]
-        s = ruiz(pattern.full_indptr, pattern.full_indices, full_data, pattern.full_rows)
+        # K̂ = S K S row-wise, scaled in place (one temporary at a time: this
+        # sets the solve's peak memory on large problems).
+        kfull = data[pattern.full_src]
+        full_rows = pattern.full_rows()
+        s = ruiz(pattern.full_indptr, pattern.full_indices, kfull, full_rows)
         self.scale = s
-        kfull = full_data * s[pattern.full_rows] * s[pattern.full_indices]
+        kfull *= s[full_rows]
+        del full_rows
+        kfull *= s[pattern.full_indices]
         abs_full = np.abs(kfull)
         self.row_norm = row_max(pattern.full_indptr, abs_full, self.dim)
         shape = (self.dim, self.dim)
@@ -150,7 +155,7 @@ class Factorization:
         self._cond: float | None = None
         self._null: FloatArray | None = None
         self._residuals: list[ExactResidual | ExtendedResidual] | None = None
-        self._upper: FloatArray | None = None
+        self._sparse = False
         self.inertia: tuple[int, int] | None = None
         if _use_dense(pattern):
             dense = K.toarray()
@@ -178,12 +183,14 @@ class Factorization:
             return
         self._fast = False
         self._K, self._K_abs = K, K_abs
-        self._upper = data * s[pattern.indices] * s[pattern.cols]
+        self._sparse = True
         self._pool = pool
         try:
-            ldl_sparse = RegularizedLDL(pattern, self._upper, REGULARIZATION, pool)
+            ldl_sparse = RegularizedLDL(pattern, self._upper(), REGULARIZATION, pool,
+                                        overwrite=True)
         except ArithmeticError:
-            ldl_sparse = RegularizedLDL(pattern, self._upper, 1e3 * REGULARIZATION, None)
+            ldl_sparse = RegularizedLDL(pattern, self._upper(), 1e3 * REGULARIZATION, None,
+                                        overwrite=True)
         self._ladder = [ldl_sparse]
         self.kind = "ldl"
         if need_inertia:
@@ -368,6 +375,15 @@ class Factorization:
                                         self.row_norm, float(np.max(np.abs(best_z), initial=0.0)))
         return best_z, best_omega, MAX_REFINE, floor
 
+    def _upper(self) -> FloatArray:
+        """K̂'s upper-triangular data (sparse path), read from the full K̂ when a
+        kernel needs it rather than kept."""
+        assert isinstance(self._K, sp.csr_matrix)  # (the sparse path's invariant)
+        src = self.pattern.full_src
+        position = np.empty(self.pattern.nnz, dtype=src.dtype)
+        position[src] = np.arange(src.shape[0], dtype=src.dtype)  # either copy of a pair
+        return np.asarray(self._K.data[position])
+
     def _next_kernel(self, kernel: Kernel) -> Kernel | None:
         """The rung after ``kernel`` (built once, under the lock), or None."""
         with self._lock:
@@ -375,12 +391,13 @@ class Factorization:
             index = next(i for i, k in enumerate(ladder) if k is kernel)
             if index + 1 < len(ladder):
                 return ladder[index + 1]
-            if self._upper is None or kernel.exact:
+            if not self._sparse or kernel.exact:
                 return None
             try:
                 if len(ladder) < _LDL_RUNGS:
-                    nxt: Kernel = RegularizedLDL(self.pattern, self._upper,
-                                                 kernel.delta * _DELTA_STEP, None)
+                    nxt: Kernel = RegularizedLDL(self.pattern, self._upper(),
+                                                 kernel.delta * _DELTA_STEP, None,
+                                                 overwrite=True)
                 else:
                     nxt = SparseLU(sp.csc_matrix(self._K))
             except (ArithmeticError, RuntimeError):  # a zero pivot; K̂ exactly singular
@@ -484,8 +501,7 @@ class Factorization:
             return self.norm * kernel.inverse_norm(self.norm)
         est, v = inverse_norm_estimate(kernel.solve, self.dim)
         if kernel.delta * est <= 1e-2 and np.isfinite(est):
-            self._null = v[:, None]
-            return self.norm * est
+            return self.norm * est  # nonsingular: no null vector to keep
         # ‖K̂_δ⁻¹‖ is near its ceiling 1/δ: K̂ is singular or nearly so. Inverse
         # iteration with K̂_δ amplifies a null direction by 1/δ per step, and
         # ‖K̂ v‖ bounds σ_min(K̂) from above.

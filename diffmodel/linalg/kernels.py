@@ -66,9 +66,9 @@ class RegularizedLDL:
     exact = False
 
     def __init__(self, pattern: KKTPattern, upper: FloatArray, delta: float,
-                 pool: SolverPool | None) -> None:
+                 pool: SolverPool | None, *, overwrite: bool = False) -> None:
         self.delta = delta
-        reg = upper.copy()
+        reg = upper if overwrite else upper.copy()
         diag = pattern.indptr[1:] - 1
         reg[diag[: pattern.n]] += delta
         reg[diag[pattern.n:]] -= delta

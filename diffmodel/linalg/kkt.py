@@ -47,11 +47,13 @@ class KKTPattern:
     c_pos, c_src : ndarray
         Position in K's data of each entry of the selected rows, and its
         position in the data of the stacked constraint matrix.
-    full_indptr, full_indices, full_src, full_rows : ndarray
+    full_indptr, full_indices, full_src : ndarray
         The full symmetric K row-wise: entry e is K's upper datum
-        ``full_src[e]``, in row ``full_rows[e]``.
-    cols : ndarray
-        Column of each upper-triangular entry.
+        ``full_src[e]``.
+
+    Index arrays are 32-bit when K's size allows (a pattern is cached and
+    kept by every factorization that uses it; SciPy then shares, rather than
+    converts, the arrays of the matrices built on it).
     """
 
     n: int
@@ -64,12 +66,19 @@ class KKTPattern:
     full_indptr: IntArray
     full_indices: IntArray
     full_src: IntArray
-    full_rows: IntArray
-    cols: IntArray
 
     @property
     def dim(self) -> int:
         return self.n + self.rows
+
+    def full_rows(self) -> IntArray:
+        """Row of every entry of the full pattern (computed, not stored)."""
+        return np.repeat(np.arange(self.dim, dtype=self.full_indices.dtype),
+                         np.diff(self.full_indptr))
+
+    def cols(self) -> IntArray:
+        """Column of every entry of the upper triangle (computed, not stored)."""
+        return np.repeat(np.arange(self.dim, dtype=self.indices.dtype), np.diff(self.indptr))
 
     @property
     def nnz(self) -> int:
@@ -94,43 +103,45 @@ class KKTPattern:
         """
         rows = int(selected.shape[0])
         dim = n + rows
-        # P's columns, each completed with its diagonal entry if absent.
-        p_counts = np.diff(p_indptr).astype(np.int64)
-        p_cols = np.repeat(np.arange(n, dtype=np.int64), p_counts)
-        has_diag = np.zeros(n, dtype=bool)
-        if p_indices.shape[0]:
-            last = p_indptr[1:] - 1
-            nonempty = p_counts > 0
-            has_diag[nonempty] = p_indices[last[nonempty]] == np.arange(n)[nonempty]
-        col_counts_p = p_counts + (~has_diag)
-        # Selected rows of M, each as a column of K followed by its diagonal.
-        starts, stops = m_indptr[selected], m_indptr[selected + 1]
-        c_counts = (stops - starts).astype(np.int64)
+        p_nnz = int(p_indices.shape[0])
+        starts = m_indptr[selected]
+        c_counts = m_indptr[selected + 1] - starts
         total_c = int(c_counts.sum())
-        row_of = np.repeat(np.arange(rows, dtype=np.int64), c_counts)
-        offsets = np.arange(total_c, dtype=np.int64) - np.repeat(np.cumsum(c_counts) - c_counts,
-                                                                   c_counts)
-        c_src = np.repeat(starts.astype(np.int64), c_counts) + offsets
-        counts = np.concatenate([col_counts_p, c_counts + 1])
-        indptr = np.zeros(dim + 1, dtype=np.int64)
+        # One index type for everything below: 32-bit whenever the sizes allow
+        # (the temporaries here set the peak memory of a first solve).
+        it = _index_dtype(max(dim, p_nnz + total_c + 2 * dim, int(m_indptr[-1])))
+        # P's columns, each completed with its diagonal entry if absent.
+        p_indptr = p_indptr.astype(it, copy=False)
+        p_counts = np.diff(p_indptr)
+        has_diag = np.zeros(n, dtype=bool)
+        if p_nnz:
+            nonempty = p_counts > 0
+            has_diag[nonempty] = p_indices[p_indptr[1:][nonempty] - 1] == np.flatnonzero(nonempty)
+        # Selected rows of M, each as a column of K followed by its diagonal.
+        counts = np.concatenate([p_counts + ~has_diag, c_counts.astype(it) + 1])
+        indptr: IntArray = np.zeros(dim + 1, dtype=it)
         np.cumsum(counts, out=indptr[1:])
+        del counts
         nnz = int(indptr[-1])
-        idx = _index_dtype(dim)
-        indices: IntArray = np.empty(nnz, dtype=idx)
-        # P entries: at the start of each column.
-        p_pos = indptr[:-1][p_cols] + (np.arange(p_indices.shape[0]) - p_indptr[:-1][p_cols])
+        indices: IntArray = np.empty(nnz, dtype=it)
+        # P entries: at the start of each column, in P's order.
+        p_pos = np.repeat(indptr[:n] - p_indptr[:n], p_counts)
+        p_pos += np.arange(p_nnz, dtype=it)
         indices[p_pos] = p_indices
         missing = np.flatnonzero(~has_diag)
         indices[indptr[1:][missing] - 1] = missing
         # C entries: column n + r holds row r of C, then the diagonal.
-        c_pos = indptr[n + row_of] + (c_src - np.repeat(starts.astype(np.int64), c_counts))
+        within: IntArray = np.arange(total_c, dtype=it)
+        within -= np.repeat((np.cumsum(c_counts) - c_counts).astype(it), c_counts)
+        c_src = np.repeat(starts.astype(it), c_counts) + within
+        c_pos = np.repeat(indptr[n:dim], c_counts) + within
+        del within
         indices[c_pos] = m_indices[c_src]
-        indices[indptr[n + 1:] - 1] = n + np.arange(rows)
-        full = _full(indptr, indices, dim)
+        indices[indptr[n + 1:] - 1] = np.arange(n, dim, dtype=it)
+        full_indptr, full_indices, full_src = _full(indptr, indices, dim)
         return cls(n=n, rows=rows, indptr=indptr, indices=indices, p_pos=p_pos,
-                   c_pos=c_pos, c_src=c_src, full_indptr=full[0], full_indices=full[1],
-                   full_src=full[2], full_rows=full[3],
-                   cols=np.repeat(np.arange(dim, dtype=idx), counts))
+                   c_pos=c_pos, c_src=c_src, full_indptr=full_indptr,
+                   full_indices=full_indices, full_src=full_src)
 
     def assemble(self, p_data: FloatArray, m_data: FloatArray) -> FloatArray:
         """K's upper-triangular data for the numeric P and stacked constraint data."""
@@ -150,37 +161,40 @@ class KKTPattern:
 
 
 def _full(indptr: IntArray, indices: IntArray,
-          dim: int) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+          dim: int) -> tuple[IntArray, IntArray, IntArray]:
     """Row-wise pattern of the full symmetric matrix and each entry's upper source.
 
     The upper triangle U is stored by columns with its diagonal explicit, so
     read by rows the same arrays are the lower triangle L = Uᵀ. Row r of the
     full matrix is row r of L (columns ≤ r, the diagonal last) followed by
     row r of U without its diagonal (columns > r): both in order, so the
-    rows are sorted with two counting passes and no sort.
+    rows are sorted with two counting passes and no sort. Everything is in
+    the index type of ``indptr``.
     """
+    it = indptr.dtype
     nnz = indices.shape[0]
-    src = np.arange(nnz, dtype=np.int64)
+    src = np.arange(nnz, dtype=it)
     # U by rows: a counting-sort transpose of the column-wise arrays.
     by_rows = sp.csc_matrix((src, indices, indptr), shape=(dim, dim)).tocsr()
-    u_indptr = by_rows.indptr.astype(np.int64)
-    l_counts = np.diff(indptr).astype(np.int64)
+    u_indptr = by_rows.indptr.astype(it, copy=False)
+    l_counts = np.diff(indptr)
     u_counts = np.diff(u_indptr) - 1  # without the diagonal, U's first entry of each row
-    full_indptr = np.zeros(dim + 1, dtype=np.int64)
+    full_indptr = np.zeros(dim + 1, dtype=it)
     np.cumsum(l_counts + u_counts, out=full_indptr[1:])
-    idx = _index_dtype(dim)
-    full_indices: IntArray = np.empty(int(full_indptr[-1]), dtype=idx)
-    full_src = np.empty(int(full_indptr[-1]), dtype=np.int64)
-    l_rows = np.repeat(np.arange(dim, dtype=np.int64), l_counts)
-    l_pos = full_indptr[l_rows] + (src - indptr[l_rows])
-    full_indices[l_pos] = indices
-    full_src[l_pos] = src
+    full_nnz = int(full_indptr[-1])
+    full_indices: IntArray = np.empty(full_nnz, dtype=indices.dtype)
+    full_src: IntArray = np.empty(full_nnz, dtype=it)
+    # Row r of L: positions full_indptr[r] + (k − indptr[r]).
+    pos = np.repeat(full_indptr[:-1] - indptr[:-1], l_counts)
+    pos += src
+    full_indices[pos] = indices
+    full_src[pos] = src
+    del pos, src
+    # Row r of U past its diagonal: positions full_indptr[r] + l_counts[r] + (k − u_indptr[r] − 1).
     keep = np.ones(nnz, dtype=bool)
     keep[u_indptr[:-1]] = False  # the diagonal of each row of U
-    u_rows = np.repeat(np.arange(dim, dtype=np.int64), u_counts)
-    u_pos = full_indptr[u_rows] + l_counts[u_rows] + (
-        np.flatnonzero(keep) - u_indptr[u_rows] - 1)
-    full_indices[u_pos] = by_rows.indices[keep]
-    full_src[u_pos] = by_rows.data[keep]
-    full_rows: IntArray = np.repeat(np.arange(dim, dtype=idx), l_counts + u_counts)
-    return full_indptr, full_indices, full_src, full_rows
+    pos = np.repeat(full_indptr[:-1] + l_counts - u_indptr[:-1] - 1, u_counts)
+    pos += np.flatnonzero(keep).astype(it)
+    full_indices[pos] = by_rows.indices[keep]
+    full_src[pos] = by_rows.data[keep]
+    return full_indptr, full_indices, full_src
