@@ -17,13 +17,14 @@ from ._typing import FloatArray
 from ._validation import ParamSpec
 from .canon import canonicalize
 from .compiled import CompiledProblem
-from .engine import Engine
+from .engine import Engine, Runner
 from .errors import AccuracyWarning, DegenerateWarning, ModelError, NotSolvedError, SolverError
 from .solution import BatchSolution, Solution
 from .solvers import check_solver
 from .tolerances import ACCURACY_WARN
 
 from .analysis import Prediction, SensitivityReport, Sweep
+from .analysis._common import check_progress, progress_bar
 
 __all__ = ["Model", "RESERVED_NAMES"]
 
@@ -316,13 +317,24 @@ class Model:
         ----------
         solver : {"kkt", "osqp"}, optional
             Backend; defaults to the model's.
-        executor, chunk_size, progress
-            Reserved for parallel sweeps; only the defaults are supported here.
+        executor : concurrent.futures.Executor, optional
+            Where to run the scenarios: a ``ProcessPoolExecutor``, a Dask
+            client's ``client.get_executor()``, or any executor. The compiled
+            problem (no CVXPY objects) goes to each worker once; scenarios go
+            in chunks. None (default): in this process.
+        chunk_size : int, optional
+            Scenarios per chunk. By default a pilot run of a few scenarios in
+            this process measures their cost, and chunks are sized to compute
+            for about 0.1 s each (see docs/scaling.md).
         on_error : {"raise", "record"}, default "raise"
             ``"raise"``: a failing scenario raises :class:`SolverError` naming
             its index. ``"record"``: its status and message are recorded in
             ``batch.status`` and ``batch.errors``, its rows are NaN, and the
             other scenarios finish.
+        progress : bool or None, default None
+            A progress bar over scenarios on stderr: None shows it when the
+            batch takes more than about a second and stderr is a terminal;
+            True always; False never.
         **values : array_like
             By parameter name: either a batch of values of shape
             (B, *parameter.shape), or one value shared by the whole batch.
@@ -331,35 +343,61 @@ class Model:
         Returns
         -------
         BatchSolution
-            Values, primal and dual solutions with a leading batch axis.
-            ``Variable.value`` and ``Parameter.value`` are not changed.
+            Values, primal and dual solutions with a leading batch axis, in
+            scenario order whatever the executor. ``Variable.value`` and
+            ``Parameter.value`` are not changed. Its ``backward`` and
+            ``derivative`` run on the same executor.
 
         Raises
         ------
         ModelError
-            For bad names, shapes or values, an empty batch, or no batched value.
+            For bad names, shapes or values, an empty batch, no batched value,
+            or a bad option (an executor that is not a
+            ``concurrent.futures.Executor``, a chunk size that is not a
+            positive integer).
         SolverError
-            With ``on_error="raise"``, for the first failing scenario.
+            With ``on_error="raise"``, for the failing scenario of lowest index
+            (``"scenario 17: ..."``).
 
         Notes
         -----
-        When no batched parameter enters P or the constraint matrix (only q
-        and b, say, vary), the whole batch costs one factorization and B
-        solves with it; otherwise each scenario is factored in turn, reusing
-        the symbolic analysis.
+        Every scenario is solved exactly as alone, wherever it runs: results
+        through an executor equal the in-process ones. Within a process,
+        scenarios that share P and the constraint matrix (only q and b
+        vary, say) share one factorization, the others reuse its symbolic
+        analysis, and with inequalities each scenario starts from the active
+        set of the one before it (``batch.warm_starts`` counts those it
+        verified directly). ``batch.execution`` says how the batch ran.
+
+        Examples
+        --------
+        >>> import cvxpy as cp, numpy as np, diffmodel as dm
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> x = cp.Variable(2, name="x")
+        >>> b = cp.Parameter(name="b")
+        >>> model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"total": cp.sum(x) == b})
+        >>> with ThreadPoolExecutor(2) as pool:
+        ...     batch = model.solve_batch(b=np.arange(4.0), executor=pool, chunk_size=2)
+        >>> batch.primal["x"][:, 0]
+        array([0. , 0.5, 1. , 1.5])
         """
         t0 = time.perf_counter()
         name = self._solver if solver is None else check_solver(solver)
         if on_error not in ("raise", "record"):
             raise ModelError(f"solve_batch(): on_error must be 'raise' or 'record', "
                              f"got {on_error!r}")
-        if executor is not None or chunk_size is not None or progress:
-            raise ModelError("solve_batch(): executor, chunk_size and progress are not "
-                             "supported yet; call without them")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
+                chunk_size, (int, np.integer)) or chunk_size < 1):
+            raise ModelError(f"solve_batch(): chunk_size must be a positive integer or None, "
+                             f"got {chunk_size!r}")
+        check_progress(progress, "solve_batch()")
+        runner = Runner(self._engine, executor,
+                        lambda total, desc: progress_bar(total, desc, progress))
         thetas, _ = self._packer.theta_batch(values, self._current_value, "solve_batch()")
         t1 = time.perf_counter()
         try:
-            result = self._engine.solve_batch(thetas, name, on_error)
+            result, execution = runner.solve(
+                thetas, name, on_error, None if chunk_size is None else int(chunk_size))
         except SolverError as exc:
             raise self._in_model_terms(exc) from None
         t2 = time.perf_counter()
@@ -369,7 +407,8 @@ class Model:
             status=list(result.status), errors=dict(result.errors), accuracy=result.accuracy,
             solver=name, factorizations=result.factorizations,
             timings={"setup": t1 - t0, "solve": t2 - t1, "total": time.perf_counter() - t0},
-            _result=result, _engine=self._engine, _packer=self._packer)
+            warm_starts=result.warm_starts, execution=execution,
+            _result=result, _engine=self._engine, _packer=self._packer, _runner=runner)
         self._latest_batch = batch
         return batch
 

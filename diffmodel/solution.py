@@ -15,7 +15,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -24,10 +24,12 @@ from . import analysis
 from ._packing import Packer
 from .analysis import ParameterRange, Prediction, SensitivityReport, Sweep
 from ._typing import BoolArray, FloatArray
-from .diff import adjoint, adjoint_block, jacobian, objective_gradient, tangent
-from .engine import BatchResult, Engine
-from .errors import SolverError
+from .diff import adjoint, jacobian, objective_gradient, tangent
+from .engine import BatchResult, Engine, Execution, Runner
 from .point import Point
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
 
 
 __all__ = ["Solution", "BatchSolution"]
@@ -275,8 +277,19 @@ class BatchSolution:
         Estimated relative error of each scenario's solution.
     solver : str
     factorizations : int
-        Numeric KKT factorizations the batch performed.
+        Numeric KKT factorizations the batch performed (in every worker).
     timings : dict of str to float
+    warm_starts : int
+        Scenarios of a model with inequalities whose active set was verified
+        directly from the previous scenario's (no OSQP run).
+    execution : Execution or None
+        How the batch ran: executor, chunk size and count, the pilot's
+        measured cost per scenario, compute and wall time, bytes shipped.
+
+    Notes
+    -----
+    :meth:`backward` and :meth:`derivative` run on the executor the batch was
+    solved with, in chunks of the same size.
     """
 
     value: FloatArray
@@ -288,14 +301,36 @@ class BatchSolution:
     solver: str
     factorizations: int
     timings: Mapping[str, float] = field(default_factory=dict)
+    warm_starts: int = 0
+    execution: Execution | None = None
     _result: BatchResult | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
     _packer: Packer | None = field(default=None, repr=False)
+    _runner: Runner | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
         """Number of scenarios B."""
         return int(self.value.shape[0])
+
+    @functools.cached_property
+    def active(self) -> Mapping[str, BoolArray]:
+        """Binding rows per scenario by constraint name, shape (B, *constraint.shape):
+        every row of an equality, the binding rows of an inequality; all False for
+        a failed scenario (read-only masks)."""
+        result, _, packer = self._parts()
+        layout = packer.layout
+        ok = np.array([s == "optimal" for s in result.status], dtype=bool)
+        flags = np.zeros((layout.rows, self.batch_size), dtype=bool)
+        flags[: layout.m_eq] = ok
+        flags[layout.m_eq:] = result.active
+        masks = {}
+        for name, block in layout.constraints.items():
+            mask = np.asarray(block.take_batch(flags, 0 if block.kind == "eq" else layout.m_eq),
+                              dtype=bool)
+            mask.flags.writeable = False
+            masks[name] = mask
+        return MappingProxyType(masks)
 
     def __repr__(self) -> str:
         failed = len(self.errors)
@@ -307,6 +342,15 @@ class BatchSolution:
         if self._result is None or self._engine is None or self._packer is None:
             raise TypeError("this BatchSolution was not produced by Model.solve_batch()")
         return self._result, self._engine, self._packer
+
+    def _run(self) -> tuple[BatchResult, Runner, Packer, BoolArray, int]:
+        """The result, the runner (its executor), the packer, which scenarios
+        solved, and the chunk size for derivatives."""
+        result, engine, packer = self._parts()
+        runner = self._runner if self._runner is not None else Runner(engine)
+        ok = np.array([s == "optimal" for s in result.status], dtype=bool)
+        chunk = self.execution.chunk_size if self.execution is not None else self.batch_size
+        return result, runner, packer, ok, max(1, chunk)
 
     def backward(self, primal: Mapping[str, ArrayLike] | None = None,
                  dual: Mapping[str, ArrayLike] | None = None) -> dict[str, FloatArray]:
@@ -326,46 +370,38 @@ class BatchSolution:
 
         Notes
         -----
-        With a KKT matrix shared by the batch this is B adjoint solves with
-        one factorization; otherwise each scenario is solved again (same
-        data, same result) and differentiated with its own factorization.
+        Runs where the batch was solved, chunk by chunk. With a KKT matrix
+        shared by the batch this is B adjoint solves with one factorization
+        (per worker); otherwise each scenario is solved again (same data,
+        same result) and differentiated with its own factorization.
         """
-        result, engine, packer = self._parts()
-        size = self.batch_size
-        GX, GY = packer.outputs(primal, dual, "backward()", batch=size)
-        out = np.full((packer.layout.n_theta + 1, size), np.nan)
-        ok = np.array([s == "optimal" for s in result.status], dtype=bool)
-        if result.factorization is not None and ok.any():
-            idx = np.flatnonzero(ok)
-            out[:, idx] = adjoint_block(engine.problem, result.factorization, result.rows,
-                                        result.X[:, idx], result.Y[:, idx], GX[:, idx],
-                                        GY[:, idx])
-        else:
-            for i in np.flatnonzero(ok):
-                point = self._point(int(i))
-                out[:, i] = adjoint(point, GX[:, i], GY[:, i])
+        result, runner, packer, ok, chunk = self._run()
+        GX, GY = packer.outputs(primal, dual, "backward()", batch=self.batch_size)
+        out = runner.backward(result, self.solver, ok, GX, GY, chunk)
         return packer.params_batch(out)
 
     def derivative(self, directions: Mapping[str, ArrayLike]) -> dict[str, FloatArray]:
         """Forward mode for every scenario along one direction (shared by all).
 
-        Returns dx by variable name and dν by constraint name, shape (B, *shape).
+        Returns dx by variable name and dν by constraint name, shape (B, *shape)
+        (NaN for failed scenarios). Runs where the batch was solved, chunk by chunk.
         """
-        result, _, packer = self._parts()
+        result, runner, packer, ok, chunk = self._run()
         dtheta = packer.direction(directions, "derivative()")
-        size = self.batch_size
-        DX = np.full((packer.layout.n, size), np.nan)
-        DY = np.full((packer.layout.rows, size), np.nan)
-        for i, status in enumerate(result.status):
-            if status == "optimal":
-                DX[:, i], DY[:, i] = tangent(self._point(i), dtheta)
+        DX, DY = runner.derivative(result, self.solver, ok, dtheta, chunk)
         primal, dual = packer.solution_batch(DX, DY)
         return {**primal, **dual}
 
-    def _point(self, i: int) -> Point:
-        """Scenario i as a point with its factorization (solved again if needed)."""
-        result, engine, _ = self._parts()
-        try:
-            return engine.solve(np.ascontiguousarray(result.thetas[:, i]), self.solver)
-        except SolverError as exc:  # pragma: no cover - it solved before
-            raise SolverError(f"scenario {i}: {exc}", exc.status) from None
+    def sensitivity(self, wrt: str | Sequence[str] | None = None,
+                    labels: Mapping[str, Any] | None = None,
+                    quantiles: Sequence[float] = analysis.QUANTILES,
+                    top: int = 10) -> analysis.ScenarioReport:
+        """Objective sensitivities and binding constraints across the scenarios; see
+        :func:`diffmodel.analysis.scenario_sensitivity`."""
+        return analysis.scenario_sensitivity(self, wrt=wrt, labels=labels,
+                                             quantiles=quantiles, top=top)
+
+    def to_dataframe(self, labels: Mapping[str, Any] | None = None) -> pandas.DataFrame:
+        """The stacked results, one row per scenario; see
+        :func:`diffmodel.analysis.scenario_frame` (needs pandas)."""
+        return analysis.scenario_frame(self, labels=labels)

@@ -32,6 +32,7 @@ from .results import (
     SensitivityReport, ShadowPrice, Sweep,
 )
 from .ranging import ParameterRange, RangeLimit, ranging
+from .scenarios import QUANTILES, ScenarioReport, scenario_frame, scenario_sensitivity
 from .sensitivity import sensitivity
 from .whatif import predict, sweep
 
@@ -51,4 +52,8 @@ __all__ = [
     "Sweep",
     "ParameterRange",
     "RangeLimit",
+    "scenario_sensitivity",
+    "scenario_frame",
+    "ScenarioReport",
+    "QUANTILES",
 ]
