@@ -292,7 +292,7 @@ def test_active_set_and_degenerate_rows_appear_in_every_format(tmp_path: Path) -
     assert doc["shadow_prices"]["cap"]["slack"] == [0.0, 0.0, 5.0]
     frame = report.to_dataframe("constraints")
     assert list(frame.columns) == ["constraint", "index", "label", "relation", "slack", "dual",
-                                   "price", "active", "degenerate", "status"]
+                                   "price", "active", "degenerate", "status", "threshold"]
     row = frame[frame["label"] == "cap[q]"].iloc[0]
     assert (row["active"], row["degenerate"], row["status"]) == (True, False, "binding")
     assert row["dual"] == pytest.approx(1.0) and row["price"] == pytest.approx(-1.0)
@@ -738,7 +738,7 @@ def test_dataframe_is_long_format() -> None:
     df = report.to_dataframe()
     assert list(df.columns) == ["kind", "output", "output_index", "output_label", "parameter",
                                 "parameter_index", "parameter_label", "derivative",
-                                "elasticity"]
+                                "elasticity", "threshold"]
     sizes = {"A": 6, "b": 2, "q": 3}
     assert len(df) == sum(sizes.values()) + (3 + 2) * sum(sizes.values())
     assert (df["kind"] == "objective").sum() == sum(sizes.values())

@@ -20,6 +20,7 @@ from ..point import Point
 from ._common import BoolArray, FloatArray, IntArray, elasticity, progress_bar, top_indices
 from .labels import entry_index
 from .results import BlockSensitivity, BlockValues, Entry, Influence, Ranking
+from .significance import Resolution, block_thresholds, significant
 
 __all__ = ["CHUNK_BUDGET", "MAX_CHUNK", "Output", "Param", "Accumulators", "chunk_size",
            "stream_blocks", "summarize_blocks", "rankings"]
@@ -58,12 +59,25 @@ class Param:
 
 class BlockAccumulator:
     """Running norm, column norms, largest entries (and optionally the dense
-    block) of one ∂output/∂parameter block, fed piece by piece."""
+    block) of one ∂output/∂parameter block, fed piece by piece.
 
-    def __init__(self, rows: int, cols: int, k: int, store: bool) -> None:
+    ``inverse_weights`` holds 1/sᵢ for the output's entries (the solver's
+    equilibration, 0 outside the KKT system): the accumulator keeps each
+    column's largest entry in those units too, the scale of its threshold
+    (:mod:`.significance`). :meth:`settle` then sets the entries at or below
+    the threshold to zero.
+    """
+
+    def __init__(self, rows: int, cols: int, k: int, store: bool,
+                 inverse_weights: FloatArray | None = None) -> None:
         self.k = k
         self.sumsq = 0.0
         self.colsq = np.zeros(cols)
+        self.colmax = np.zeros(cols)
+        self.colhat = np.zeros(cols)
+        self.inverse = (np.ones(rows) if inverse_weights is None
+                        else np.asarray(inverse_weights, dtype=np.float64))
+        self.threshold = 0.0
         self.vals: FloatArray = np.zeros(0)
         self.ii: IntArray = np.zeros(0, dtype=np.int64)
         self.jj: IntArray = np.zeros(0, dtype=np.int64)
@@ -71,11 +85,17 @@ class BlockAccumulator:
 
     def add(self, piece: FloatArray, i0: int, j0: int) -> None:
         """Take in ``piece`` = block[i0:i0 + rows, j0:j0 + cols]."""
+        rows, cols = slice(i0, i0 + piece.shape[0]), slice(j0, j0 + piece.shape[1])
         sq = piece * piece
         self.sumsq += float(sq.sum())
-        self.colsq[j0: j0 + piece.shape[1]] += sq.sum(axis=0)
+        self.colsq[cols] += sq.sum(axis=0)
+        if piece.shape[0]:
+            mag = np.abs(piece)
+            np.maximum(self.colmax[cols], mag.max(axis=0), out=self.colmax[cols])
+            hat = (mag * self.inverse[rows, None]).max(axis=0)
+            np.maximum(self.colhat[cols], hat, out=self.colhat[cols])
         if self.matrix is not None:
-            self.matrix[i0: i0 + piece.shape[0], j0: j0 + piece.shape[1]] = piece
+            self.matrix[rows, cols] = piece
         flat = piece.ravel()
         if flat.shape[0] > self.k:
             idx = np.argpartition(np.abs(flat), flat.shape[0] - self.k)[-self.k:]
@@ -89,6 +109,20 @@ class BlockAccumulator:
             keep = np.argpartition(np.abs(vals), vals.shape[0] - self.k)[-self.k:]
             vals, ii, jj = vals[keep], ii[keep], jj[keep]
         self.vals, self.ii, self.jj = vals, ii, jj
+
+    def settle(self, threshold: float) -> None:
+        """Count every entry at or below ``threshold`` in magnitude as zero: in the
+        dense block, the column norms, the norm and the largest entries. A
+        capped block drops the columns whose every entry is at or below it."""
+        self.threshold = threshold
+        if self.matrix is not None:
+            self.matrix = significant(self.matrix, threshold)
+            self.colsq = (self.matrix * self.matrix).sum(axis=0)
+        else:
+            self.colsq = np.where(self.colmax <= threshold, 0.0, self.colsq)
+        self.sumsq = float(self.colsq.sum())
+        keep = np.abs(self.vals) > threshold
+        self.vals, self.ii, self.jj = self.vals[keep], self.ii[keep], self.jj[keep]
 
     def largest(self) -> tuple[FloatArray, IntArray, IntArray]:
         """Kept entries (values, rows, columns): largest magnitude first, ties by position."""
@@ -115,13 +149,16 @@ def chunk_size(other: int, point: Point) -> int:
 
 
 def stream_blocks(point: Point, outs: list[Output], pars: list[Param], k: int,
-                  store: bool, progress: bool | None) -> tuple[Accumulators, str, int]:
-    """Every block, chunk by chunk of passes, into accumulators.
+                  store: bool, progress: bool | None, res: Resolution
+                  ) -> tuple[Accumulators, str, int]:
+    """Every block, chunk by chunk of passes, into accumulators, then settled:
+    entries at or below their block's threshold (:mod:`.significance`) count as zero.
 
     Returns the accumulators by (output, parameter), the mode of the passes
     (``"forward"``, ``"reverse"`` or ``"none"``) and the number of solves.
     """
-    acc = {(o.name, p.name): BlockAccumulator(o.rows.shape[0], p.cols.shape[0], k, store)
+    acc = {(o.name, p.name): BlockAccumulator(o.rows.shape[0], p.cols.shape[0], k, store,
+                                              res.inverse_weights(o.rows))
            for o in outs for p in pars}
     R, C = sum(o.rows.shape[0] for o in outs), sum(p.cols.shape[0] for p in pars)
     if not (R and C):
@@ -147,7 +184,22 @@ def stream_blocks(point: Point, outs: list[Output], pars: list[Param], k: int,
             bar.update(s1 - s0)
     finally:
         bar.close()
+    _settle(acc, outs, pars, res)
     return acc, mode, solves
+
+
+def _settle(acc: Accumulators, outs: list[Output], pars: list[Param], res: Resolution
+            ) -> None:
+    """Give every block its threshold and zero the entries within it."""
+    scales = {}
+    for p in pars:
+        scale = np.zeros(p.cols.shape[0])
+        for o in outs:
+            np.maximum(scale, acc[o.name, p.name].colhat, out=scale)
+        scales[p.name] = scale
+    thresholds = block_thresholds(res, {o.name: o.rows for o in outs}, scales, list(acc))
+    for key, a in acc.items():
+        a.settle(thresholds[key])
 
 
 def _scatter(acc: Accumulators, J: FloatArray, r0: int, c0: int, outs: list[Output],
@@ -191,7 +243,7 @@ def summarize_blocks(acc: Accumulators, outs: list[Output], pars: list[Param],
                 output=o.name, parameter=p.name, kind=o.kind, output_shape=o.shape,
                 parameter_shape=p.shape, norm=float(np.sqrt(a.sumsq)),
                 max_abs=float(abs(vals[0])) if vals.shape[0] else 0.0,
-                largest=largest, jacobian=a.matrix, _values=values)
+                largest=largest, jacobian=a.matrix, threshold=a.threshold, _values=values)
     return blocks
 
 
@@ -205,6 +257,8 @@ def _influences(scores: FloatArray, pars: list[Param], names: Mapping[str, tuple
     offsets = np.cumsum([0] + [p.cols.shape[0] for p in pars])
     out = []
     for idx in top_indices(scores, k):
+        if not scores[idx] > 0.0:  # zero (or within its threshold): never ranked
+            break
         pi = int(np.searchsorted(offsets, idx, side="right") - 1)
         p, j = pars[pi], int(idx - offsets[pi])
         out.append(Influence(p.name, entry_index(j, p.shape), names[p.name][j],
@@ -214,7 +268,11 @@ def _influences(scores: FloatArray, pars: list[Param], names: Mapping[str, tuple
 
 def rankings(grad: FloatArray, acc: Accumulators, outs: list[Output], pars: list[Param],
              k: int, names: Mapping[str, tuple[str, ...]]) -> Ranking:
-    """Rankings by |∂f*/∂θⱼ| and by Jacobian column norms (overall, per output)."""
+    """Rankings by |∂f*/∂θⱼ| and by Jacobian column norms (overall, per output).
+
+    ``grad`` and the settled accumulators hold zeros for the numbers within
+    their thresholds; entries of score zero are not ranked.
+    """
     if not pars:
         return Ranking((), (), {o.name: () for o in outs})
     colsq = {o.name: np.concatenate([acc[o.name, p.name].colsq for p in pars]) for o in outs}

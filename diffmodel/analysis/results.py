@@ -88,12 +88,17 @@ class ObjectiveSensitivity:
     elasticity : ndarray
         gradient · value / f*, shaped like the parameter; 0 where the
         parameter entry is 0 and NaN everywhere if f* is 0.
+    threshold : float
+        Entries of ``gradient`` at or below this in magnitude are within the
+        error the solution's accuracy allows, and are set to 0 (see
+        :mod:`diffmodel.analysis.significance`).
     """
 
     parameter: str
     value: FloatArray
     gradient: FloatArray
     elasticity: FloatArray
+    threshold: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +134,10 @@ class ShadowPrice:
         ``"binding"``, ``"not binding"``, ``"weakly active"`` (binding with a
         zero multiplier) or ``"dependent"`` (binding, and linearly dependent
         on other binding rows).
+    threshold : float
+        Duals (and prices) at or below this in magnitude are within the error
+        the solution's accuracy allows, and are set to 0 (see
+        :mod:`diffmodel.analysis.significance`).
     """
 
     constraint: str
@@ -140,6 +149,7 @@ class ShadowPrice:
     relation: str = "=="
     slack: FloatArray | None = None
     status: tuple[str, ...] = ()
+    threshold: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,11 +182,18 @@ class BlockSensitivity:
     max_abs : float
         Largest magnitude of an entry.
     largest : tuple of Entry
-        The largest entries by magnitude (at most ``top``), largest first.
+        The largest nonzero entries by magnitude (at most ``top``), largest
+        first; entries within the threshold are never listed.
     jacobian : ndarray or None
         The dense block, shape (output size, parameter size), rows and
-        columns in column-major order as in :meth:`Solution.jacobian`; None
-        when the report was capped by ``max_entries``.
+        columns in column-major order as in :meth:`Solution.jacobian`, with
+        the entries within the threshold set to 0; None when the report was
+        capped by ``max_entries``.
+    threshold : float
+        Entries at or below this in magnitude are within the error the
+        solution's accuracy allows, and count as zero: in ``jacobian``,
+        ``norm``, ``largest`` and the rankings (see
+        :mod:`diffmodel.analysis.significance`).
     """
 
     output: str
@@ -188,6 +205,7 @@ class BlockSensitivity:
     max_abs: float
     largest: tuple[Entry, ...]
     jacobian: FloatArray | None
+    threshold: float = 0.0
     _values: BlockValues | None = field(default=None, repr=False)
 
     @property
@@ -227,7 +245,8 @@ class Influence:
         ``"b[south]"``, ``"A[0, 2]"``, ...
     score : float
         |∂f*/∂θⱼ| in the objective ranking; the 2-norm of the Jacobian
-        column ∂(outputs)/∂θⱼ in the solution rankings.
+        column ∂(outputs)/∂θⱼ in the solution rankings. Always positive:
+        an entry whose numbers all count as zero is not ranked.
     """
 
     parameter: str
@@ -310,6 +329,21 @@ class SensitivityReport:
         :attr:`ranges` and :func:`~diffmodel.analysis.ranging`.
     range_solves : int
         Solves with the stored factorization spent on the ranges.
+    accuracy : float
+        The solution's accuracy estimate (:attr:`Solution.accuracy`).
+    resolution : float
+        max(10 · accuracy, 1e-11): the relative error of the numbers of the
+        report. Each group of numbers (a constraint's duals, a parameter's
+        ∂f*/∂θ, a block) has a threshold, this times its scale, at or below
+        which its numbers count as zero: shown as 0, never ranked (see
+        :mod:`diffmodel.analysis.significance`).
+
+    Notes
+    -----
+    Numbers within their threshold are set to 0 in the report's arrays
+    (``gradient``, ``dual``, ``price``, ``jacobian``); the raw numbers are
+    those of :meth:`Solution.objective_gradient`, :attr:`Solution.dual` and
+    :meth:`Solution.jacobian`.
     """
 
     value: float
@@ -332,6 +366,8 @@ class SensitivityReport:
     degenerate: Mapping[str, BoolArray] = field(default_factory=dict, repr=False)
     ranges_detail: Mapping[str, ParameterRange] = field(default_factory=dict, repr=False)
     range_solves: int = 0
+    accuracy: float = 0.0
+    resolution: float = 0.0
 
     @property
     def ranges(self) -> dict[str, tuple[FloatArray, FloatArray]]:

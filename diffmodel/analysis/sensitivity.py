@@ -28,6 +28,7 @@ from .._validation import check_names
 from ..compiled import Layout
 from ..diff import check_differentiable, objective_gradient
 from ..errors import ModelError
+from ..point import Point
 from ._common import BoolArray, FloatArray, check_progress, elasticity, solution_parts
 from ._ratio import RowState, row_state
 from .blocks import (
@@ -36,6 +37,9 @@ from .blocks import (
 from .labels import Labels, check_labels, constraint_sides, label_table
 from .ranging import ParameterRange, compute_ranges
 from .results import ObjectiveSensitivity, SensitivityReport, ShadowPrice, Sweep
+from .significance import (
+    Resolution, group_threshold, objective_thresholds, resolution, significant,
+)
 from .whatif import sweep as run_sweep
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis sits below the solution
@@ -181,7 +185,8 @@ def sensitivity(
     store = rows * cols <= max_entries
     if not store:
         notes.append(_capped_note(rows, cols, max_entries, k))
-    acc, mode, solves = stream_blocks(point, outs, pars, k, store, progress)
+    res = resolution(point, solution.accuracy)
+    acc, mode, solves = stream_blocks(point, outs, pars, k, store, progress, res)
     state = row_state(point)
     ranged: dict[str, ParameterRange] = {}
     range_solves = 0
@@ -191,20 +196,20 @@ def sensitivity(
     if not layout.parameters:
         notes.append("the model has no parameters: there is nothing to differentiate")
     sweeps = _sweeps(solution, request.sweeps, progress, notes)
-    grad = layout.sign * objective_gradient(point)
+    grad, floors = _gradient(point, pars, res)
     z = np.concatenate([point.x, point.y])
     output_values = {o.name: z[o.rows].copy() for o in outs}
     return SensitivityReport(
         value=float(solution.value), sense="maximize" if layout.sign < 0 else "minimize",
-        objective=_objective(point.theta, grad, pars, float(solution.value)),
-        shadow_prices=_shadow_prices(solution, layout, state),
+        objective=_objective(point.theta, grad, pars, float(solution.value), floors),
+        shadow_prices=_shadow_prices(solution, packer, state, res),
         blocks=summarize_blocks(acc, outs, pars, point.theta, output_values, names),
         top=rankings(grad, acc, outs, pars, k, names), notes=notes,
         outputs=tuple(outputs), parameters=tuple(request.params), sweeps=sweeps, k=k,
         mode=mode, solves=solves, seconds=time.perf_counter() - t_start, labels=names,
         output_values=output_values, active=_masks(solution.active),
         degenerate=_masks(solution.degenerate), ranges_detail=ranged,
-        range_solves=range_solves)
+        range_solves=range_solves, accuracy=res.accuracy, resolution=res.relative)
 
 
 # ---------------------------------------------------------------- arguments
@@ -299,9 +304,21 @@ def _capped_note(rows: int, cols: int, max_entries: int, k: int) -> str:
 # ---------------------------------------------------------------- objective, duals
 
 
+def _gradient(point: Point, pars: list[Param], res: Resolution
+              ) -> tuple[FloatArray, dict[str, float]]:
+    """∂f*/∂θ̃ in the model's sense (envelope theorem, no solve), with the entries of
+    each reported parameter within its threshold set to 0; and the thresholds."""
+    grad = point.problem.layout.sign * objective_gradient(point)
+    floors = objective_thresholds(point, res, {p.name: p.cols for p in pars}, CHUNK_BUDGET)
+    for p in pars:
+        grad[p.cols] = significant(grad[p.cols], floors[p.name])
+    return grad, floors
+
+
 def _objective(theta: FloatArray, grad: FloatArray, pars: list[Param],
-               f_star: float) -> dict[str, ObjectiveSensitivity]:
-    """∂f*/∂θ (envelope theorem, no solve) and elasticities per reported parameter."""
+               f_star: float, floors: Mapping[str, float]
+               ) -> dict[str, ObjectiveSensitivity]:
+    """∂f*/∂θ and elasticities per reported parameter."""
     out = {}
     for p in pars:
         g, t = grad[p.cols], theta[p.cols]
@@ -309,20 +326,23 @@ def _objective(theta: FloatArray, grad: FloatArray, pars: list[Param],
         out[p.name] = ObjectiveSensitivity(
             parameter=p.name, value=t.reshape(p.shape, order="F").copy(),
             gradient=g.reshape(p.shape, order="F").copy(),
-            elasticity=e.reshape(p.shape, order="F"))
+            elasticity=e.reshape(p.shape, order="F"), threshold=floors[p.name])
     return out
 
 
-def _shadow_prices(solution: Solution, layout: Layout, state: RowState
+def _shadow_prices(solution: Solution, packer: Packer, state: RowState, res: Resolution
                    ) -> dict[str, ShadowPrice]:
-    """Dual, price ∂f*/∂ε and (for an inequality) slack of every named constraint."""
+    """Dual, price ∂f*/∂ε and (for an inequality) slack of every named constraint;
+    duals within their threshold are 0."""
+    layout = packer.layout
     sign = layout.sign
     sense = "maximized" if sign < 0 else "minimized"
     codes = _row_codes(state)
     out = {}
     for c, block in layout.constraints.items():
         lhs, rhs, relation = constraint_sides(block.text or c, block.kind)
-        nu = np.array(solution.dual[c], dtype=np.float64)
+        floor = group_threshold(res.error(packer.output_index(c, CALL)[0]))
+        nu = significant(np.asarray(solution.dual[c], dtype=np.float64), floor)
         meaning = (
             f"change of the optimal ({sense}) objective per unit increase of the "
             f"right-hand side: ∂f*/∂ε for {c} relaxed to {lhs} {relation} {rhs} + ε; "
@@ -336,7 +356,8 @@ def _shadow_prices(solution: Solution, layout: Layout, state: RowState
             slack = block.take(np.where(state.active, 0.0, state.slack)).copy() + 0.0
             status = tuple(_STATUS[int(s)] for s in codes[block.offset:block.stop])
         out[c] = ShadowPrice(constraint=c, lhs=lhs, rhs=rhs, dual=nu, price=price,
-                             meaning=meaning, relation=relation, slack=slack, status=status)
+                             meaning=meaning, relation=relation, slack=slack, status=status,
+                             threshold=floor)
     return out
 
 

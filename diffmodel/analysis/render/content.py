@@ -2,86 +2,32 @@
 
 A report is a list of :class:`Section` objects: a title, paragraphs, tables
 (:class:`Table`: headers, rows of formatted cells, a caption) and plots
-(:class:`Plot`: what to draw, not a drawing). :mod:`.text`, :mod:`.markdown`
-and :mod:`.html` write these sections; :mod:`.plots` draws the plots.
+(:class:`Plot`: what to draw, not a drawing), defined in :mod:`.tables`.
+:mod:`.text`, :mod:`.markdown` and :mod:`.html` write these sections;
+:mod:`.plots` draws the plots.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._common import FloatArray, IntArray, top_indices
+from .tables import (
+    NOTES, Plot, Section, Table, floor_text, largest_first, nonzero_first, num,
+    ranked_caption, slug, tol,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..ranging import ParameterRange, RangeLimit
     from ..results import BlockSensitivity, Influence, SensitivityReport, ShadowPrice
     from ..whatif import Sweep
 
-__all__ = ["Table", "Plot", "Section", "num", "largest_first", "slug", "sections",
-           "report_plots", "sweep_table", "range_table", "ranged_entries", "row_status",
-           "limit_text", "has_inequalities", "NOTES"]
-
-#: Title of the notes section (rendered as a list of bullets).
-NOTES = "Notes"
-
-
-@dataclass
-class Table:
-    """A table: headers, rows of formatted cells, caption, numeric columns."""
-
-    headers: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-    numeric: Sequence[bool] = ()
-
-    def aligned(self) -> list[bool]:
-        """Whether each column is numeric (right-aligned)."""
-        return list(self.numeric) + [False] * (len(self.headers) - len(self.numeric))
-
-
-@dataclass
-class Plot:
-    """A plot to draw: ``key`` names its file (``<key>.png``) and HTML figure."""
-
-    key: str
-    title: str
-    kind: Literal["tornado", "heatmap", "ranges", "sweep"]
-    block: BlockSensitivity | None = None
-    sweep: Sweep | None = None
-
-
-@dataclass
-class Section:
-    """A titled part of the report; ``level`` 1 is the title, 3 a block's part."""
-
-    title: str
-    level: int = 2
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    plots: list[Plot] = field(default_factory=list)
-
-
-def num(value: float | None) -> str:
-    """A number in six significant digits; "n/a" for None or NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.6g}"
-
-
-def largest_first(values: FloatArray, k: int) -> IntArray:
-    """Indices of the ``k`` entries of largest magnitude, largest first."""
-    return top_indices(np.abs(values), k)
-
-
-def slug(name: str) -> str:
-    """``name`` made safe for a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+__all__ = ["Table", "Plot", "Section", "num", "tol", "largest_first", "nonzero_first",
+           "ranked_caption", "floor_text", "nonzero_count", "significance_text", "slug",
+           "sections", "report_plots", "sweep_table", "range_table", "ranged_entries",
+           "row_status", "limit_text", "has_inequalities", "NOTES"]
 
 
 # ---------------------------------------------------------------- tables
@@ -95,15 +41,15 @@ def _objective_table(report: SensitivityReport) -> Table:
                                           obj.gradient.ravel(order="F"),
                                           obj.elasticity.ravel(order="F"))):
             items.append((labels[j], float(t), float(g), float(e)))
-    total = len(items)
-    order = (largest_first(np.array([g for _, _, g, _ in items]), report.k) if items
-             else np.zeros(0, dtype=np.int64))
+    order, nonzero = nonzero_first(np.array([g for _, _, g, _ in items]), report.k)
     rows = [[items[i][0], num(items[i][1]), num(items[i][2]), num(items[i][3])]
             for i in order]
-    caption = (f"all {total} parameter entries" if total <= report.k else
-               f"the {report.k} largest of {total} parameter entries by |∂f*/∂θ|")
+    caption = ranked_caption(len(items), nonzero, len(order), "parameter entries",
+                             "|∂f*/∂θ|", "by position")
+    floors = ", ".join(f"{p} {tol(obj.threshold)}" for p, obj in report.objective.items())
     return Table(["parameter entry", "θ", "∂f*/∂θ", "elasticity"], rows,
-                 caption + "; elasticity = ∂f*/∂θ · θ / f*", (False, True, True, True))
+                 f"{caption}; |∂f*/∂θ| at or below its threshold counts as 0 ({floors}); "
+                 f"elasticity = ∂f*/∂θ · θ / f*", (False, True, True, True))
 
 
 def row_status(report: SensitivityReport, c: str) -> list[str]:
@@ -117,10 +63,14 @@ def _shadow_table(report: SensitivityReport, c: str, sp: ShadowPrice) -> Table:
     labels = report.labels[c]
     nu = sp.dual.ravel(order="F")
     price = sp.price.ravel(order="F")
-    order = largest_first(price, report.k)
+    rest = None if sp.slack is None else sp.slack.ravel(order="F")
+    order, nonzero = nonzero_first(price, report.k, rest)
     caption = f"{c}: {sp.lhs} {sp.relation} {sp.rhs}"
-    if nu.shape[0] > report.k:
-        caption += f"; the {report.k} largest of {nu.shape[0]} entries by |price|"
+    if nonzero < nu.shape[0] or nu.shape[0] > report.k:
+        caption += "; " + ranked_caption(nu.shape[0], nonzero, len(order), "entries",
+                                         "|price|", "by position" if rest is None
+                                         else "smallest slack first")
+    caption += "; " + floor_text("|ν|", sp.threshold)
     if sp.slack is None:
         rows = [[labels[i], num(float(nu[i])), num(float(price[i]))] for i in order]
         return Table(["constraint entry", "dual ν", "∂f*/∂rhs (price)"], rows, caption,
@@ -279,27 +229,39 @@ def _block_summary(report: SensitivityReport) -> Table:
         big = blk.largest[0] if blk.largest else None
         rows.append([f"∂{o}/∂{p}", blk.kind, f"{blk.shape[0]} × {blk.shape[1]}",
                      num(blk.norm), num(blk.max_abs),
-                     f"{big.output_label} w.r.t. {big.parameter_label}" if big else "",
-                     "yes" if blk.jacobian is not None else "no (capped)"])
+                     f"{big.output_label} w.r.t. {big.parameter_label}" if big else "none",
+                     tol(blk.threshold), "yes" if blk.jacobian is not None else "no (capped)"])
     return Table(["block", "output", "shape", "norm (Frobenius)", "max |entry|",
-                  "largest entry", "stored"], rows,
-                 "one row per (output, parameter) block of dz/dθ",
-                 (False, False, False, True, True, False, False))
+                  "largest entry", "threshold", "stored"], rows,
+                 "one row per (output, parameter) block of dz/dθ; entries at or below the "
+                 "block's threshold count as 0",
+                 (False, False, False, True, True, False, True, False))
+
+
+def nonzero_count(blk: BlockSensitivity) -> int | None:
+    """How many entries of a block are nonzero (None for a capped block)."""
+    return None if blk.jacobian is None else int(np.count_nonzero(blk.jacobian))
 
 
 def _block_table(blk: BlockSensitivity, k: int) -> Table:
     rows = [[f"{e.output_label} w.r.t. {e.parameter_label}", num(e.derivative),
              num(e.elasticity)] for e in blk.largest]
-    total = blk.shape[0] * blk.shape[1]
-    caption = (f"∂{blk.output}/∂{blk.parameter}: all {total} entries" if total <= k else
-               f"∂{blk.output}/∂{blk.parameter}: the {len(blk.largest)} largest of "
-               f"{total} entries")
+    total, nonzero = blk.shape[0] * blk.shape[1], nonzero_count(blk)
+    name = f"∂{blk.output}/∂{blk.parameter}"
+    if nonzero is None:
+        caption = f"{name}: the {len(rows)} largest nonzero of {total} entries"
+    else:
+        caption = f"{name}: " + ranked_caption(total, nonzero, len(rows), "entries",
+                                               "|derivative|")
     return Table(["entry", "derivative", "elasticity"], rows,
-                 caption + "; elasticity = derivative · θ / output", (False, True, True))
+                 f"{caption}; {floor_text('|derivative|', blk.threshold)}; "
+                 f"elasticity = derivative · θ / output", (False, True, True))
 
 
 def _ranking_table(items: Sequence[Influence], caption: str, score: str) -> Table:
     rows = [[str(i + 1), inf.label, num(inf.score)] for i, inf in enumerate(items)]
+    if not items:
+        caption += " (no entry: every number is 0)"
     return Table(["rank", "parameter entry", score], rows, caption, (True, False, True))
 
 
@@ -329,6 +291,17 @@ def sweep_table(sw: Sweep) -> Table:
 # ---------------------------------------------------------------- sections
 
 
+def significance_text(report: SensitivityReport) -> str:
+    """The significance rule of a report, with its numbers."""
+    return (f"Significance: the solution's accuracy estimate is {tol(report.accuracy)}, "
+            f"so the numbers below are known to a relative {tol(report.resolution)} (the "
+            f"resolution, max(10 × accuracy, 1e-11)) of the scale of their group in the "
+            f"solver's equilibrated units: a constraint's duals, one parameter's ∂f*/∂θ, "
+            f"one block ∂output/∂parameter. A number at or below its group's threshold "
+            f"(stated with each table) is within that error: it counts as 0, is shown as "
+            f"0 and is never ranked.")
+
+
 def _head(report: SensitivityReport) -> Section:
     sense = "maximized" if report.sense == "maximize" else "minimized"
     blocks = (f"Blocks by {report.mode} passes ({report.solves} solves with the stored "
@@ -336,7 +309,8 @@ def _head(report: SensitivityReport) -> Section:
     return Section("Sensitivity report", level=1, paragraphs=[
         f"Optimal value f* = {num(report.value)} ({sense}). Outputs: "
         f"{', '.join(report.outputs) or 'none'}; parameters: "
-        f"{', '.join(report.parameters) or 'none'}. {blocks}, {report.seconds:.2f} s."])
+        f"{', '.join(report.parameters) or 'none'}. {blocks}, {report.seconds:.2f} s.",
+        significance_text(report)])
 
 
 def _objective_section(report: SensitivityReport) -> Section:
@@ -356,9 +330,13 @@ def _block_sections(report: SensitivityReport) -> list[Section]:
         "a constraint's output is its dual ν (CVXPY's sign)."], tables=[_block_summary(report)])
     out = [summary]
     for (o, p), blk in report.blocks.items():
+        nonzero = nonzero_count(blk)
+        count = ("" if nonzero is None else
+                 f", {nonzero} nonzero {'entry' if nonzero == 1 else 'entries'}")
         sub = Section(f"∂{o}/∂{p}", level=3, paragraphs=[
             f"norm {num(blk.norm)}, max |entry| {num(blk.max_abs)}, "
-            f"shape {blk.shape[0]} × {blk.shape[1]}"], tables=[_block_table(blk, report.k)])
+            f"shape {blk.shape[0]} × {blk.shape[1]}{count}, threshold {tol(blk.threshold)}"],
+            tables=[_block_table(blk, report.k)])
         if blk.jacobian is not None:
             sub.plots.append(Plot(f"heatmap-{slug(o)}-{slug(p)}", f"∂{o}/∂{p}", "heatmap",
                                   block=blk))
@@ -391,8 +369,9 @@ def sections(report: SensitivityReport) -> list[Section]:
     if report.blocks:
         out.extend(_block_sections(report))
     if report.parameters:
-        out.append(Section("Most influential parameter entries",
-                           tables=_ranking_tables(report)))
+        out.append(Section("Most influential parameter entries", paragraphs=[
+            "An entry whose numbers are all 0 (at or below their thresholds) moves nothing "
+            "that the solution resolves: it is not ranked."], tables=_ranking_tables(report)))
     if report.sweeps:
         out.append(_sweep_section(report))
     if report.notes:

@@ -15,6 +15,7 @@ import numpy as np
 from . import require
 from .._common import elasticity
 from ..labels import entry_index
+from ..significance import RULE
 from .content import row_status
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,16 +25,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..results import BlockSensitivity, Entry, Influence, SensitivityReport
     from ..whatif import Sweep
 
-__all__ = ["COLUMNS", "TABLES", "report_dataframe", "report_json"]
+__all__ = ["COLUMNS", "TABLES", "report_dataframe", "report_json", "significance"]
 
 #: The columns of :func:`report_dataframe` (the ``"derivatives"`` table).
 COLUMNS = ["kind", "output", "output_index", "output_label", "parameter", "parameter_index",
-           "parameter_label", "derivative", "elasticity"]
+           "parameter_label", "derivative", "elasticity", "threshold"]
 #: The columns of each table of :func:`report_dataframe`.
 TABLES = {
     "derivatives": COLUMNS,
     "constraints": ["constraint", "index", "label", "relation", "slack", "dual", "price",
-                    "active", "degenerate", "status"],
+                    "active", "degenerate", "status", "threshold"],
     "ranges": ["parameter", "index", "label", "value", "low", "high", "exact", "low_event",
                "low_constraint", "low_index", "low_label", "high_event", "high_constraint",
                "high_index", "high_label"],
@@ -49,7 +50,7 @@ def _objective_frame(pd: Any, report: SensitivityReport, p: str) -> pandas.DataF
         "parameter_index": [entry_index(j, shape) for j in range(size)],
         "parameter_label": list(report.labels[p]),
         "derivative": obj.gradient.ravel(order="F"),
-        "elasticity": obj.elasticity.ravel(order="F"),
+        "elasticity": obj.elasticity.ravel(order="F"), "threshold": obj.threshold,
     }, columns=COLUMNS)
     return frame
 
@@ -59,8 +60,8 @@ def _block_frame(pd: Any, report: SensitivityReport, blk: BlockSensitivity
     o, p, J = blk.output, blk.parameter, blk.jacobian
     frame: pandas.DataFrame
     if J is None:  # capped: the largest entries only
-        frame = pd.DataFrame([_entry(en) | {"kind": blk.kind} for en in blk.largest],
-                             columns=COLUMNS)
+        frame = pd.DataFrame([_entry(en) | {"kind": blk.kind, "threshold": blk.threshold}
+                              for en in blk.largest], columns=COLUMNS)
         return frame
     rows, cols = J.shape
     ii, jj = np.repeat(np.arange(rows), cols), np.tile(np.arange(cols), rows)
@@ -75,6 +76,7 @@ def _block_frame(pd: Any, report: SensitivityReport, blk: BlockSensitivity
         "parameter": p, "parameter_index": [pidx[j] for j in jj],
         "parameter_label": np.array(report.labels[p], dtype=object)[jj], "derivative": d,
         "elasticity": elasticity(d, t[jj], y[ii], float(np.abs(y).max(initial=0.0))),
+        "threshold": blk.threshold,
     }, columns=COLUMNS)
     return frame
 
@@ -100,7 +102,8 @@ def _constraints(pd: Any, report: SensitivityReport) -> pandas.DataFrame:
         for i, (label, d, p) in enumerate(zip(report.labels[c], sp.dual.ravel(order="F"),
                                               sp.price.ravel(order="F"))):
             rows.append([c, entry_index(i, shape), label, sp.relation, float(slack[i]),
-                         float(d), float(p), bool(active[i]), bool(degenerate[i]), status[i]])
+                         float(d), float(p), bool(active[i]), bool(degenerate[i]), status[i],
+                         sp.threshold])
     frame: pandas.DataFrame = pd.DataFrame(rows, columns=TABLES["constraints"])
     return frame
 
@@ -134,15 +137,19 @@ def report_dataframe(report: SensitivityReport, table: str = "derivatives"
     table : {"derivatives", "constraints", "ranges"}, default "derivatives"
         ``"derivatives"``: long format, one row per derivative, objective
         rows first; stored blocks contribute every entry, capped blocks their
-        largest. ``"constraints"``: one row per constraint row (slack NaN
-        for an equality). ``"ranges"``: one row per entry of the reported
-        parameters (the event, constraint, index and label of an infinite end
-        are missing: None or NaN).
+        largest; ``threshold`` is that of the row's group (numbers at or
+        below it are 0). ``"constraints"``: one row per constraint row (slack
+        NaN for an equality), with the threshold of the constraint's duals.
+        ``"ranges"``: one row per entry of the reported parameters (the
+        event, constraint, index and label of an infinite end are missing:
+        None or NaN).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``TABLES[table]``.
+        Columns ``TABLES[table]``; ``attrs`` holds the solution's
+        ``accuracy``, the report's ``resolution`` and the significance
+        ``rule`` (:mod:`diffmodel.analysis.significance`).
 
     Raises
     ------
@@ -156,7 +163,14 @@ def report_dataframe(report: SensitivityReport, table: str = "derivatives"
                          f"{', '.join(repr(k) for k in TABLES)}, got {table!r}")
     pd = require("pandas", "SensitivityReport.to_dataframe()")
     build = {"derivatives": _derivatives, "constraints": _constraints, "ranges": _ranges}
-    return build[table](pd, report)
+    frame = build[table](pd, report)
+    frame.attrs.update(significance(report))
+    return frame
+
+
+def significance(report: SensitivityReport) -> dict[str, Any]:
+    """The significance rule of a report and its numbers (DataFrame attrs, JSON)."""
+    return {"accuracy": report.accuracy, "resolution": report.resolution, "rule": RULE}
 
 
 # ---------------------------------------------------------------- JSON
@@ -214,6 +228,10 @@ _CONVENTIONS = {
     "ranges": "per parameter entry, the others fixed: [low, high] over which the active set "
               "holds; null ends are unbounded (-inf, +inf); exact where the entry enters only "
               "q, b, h, first order otherwise",
+    "threshold": "numbers at or below the threshold of their group (objective: per "
+                 "parameter; shadow_prices: per constraint; blocks: per block) are within "
+                 "the error the solution's accuracy allows and are written as 0; see "
+                 "significance",
 }
 
 
@@ -245,23 +263,25 @@ def report_json(report: SensitivityReport) -> str:
         "value": report.value, "sense": report.sense, "outputs": list(report.outputs),
         "parameters": list(report.parameters), "mode": report.mode,
         "solves": report.solves, "seconds": report.seconds, "top_k": report.k,
-        "conventions": _CONVENTIONS,
+        "conventions": _CONVENTIONS, "significance": significance(report),
         "objective": {
             p: {"shape": list(o.value.shape), "value": o.value, "gradient": o.gradient,
-                "elasticity": o.elasticity, "labels": list(report.labels[p])}
+                "elasticity": o.elasticity, "threshold": o.threshold,
+                "labels": list(report.labels[p])}
             for p, o in report.objective.items()},
         "shadow_prices": {
             c: {"lhs": s.lhs, "rhs": s.rhs, "relation": s.relation, "dual": s.dual,
                 "price": s.price, "slack": s.slack, "status": list(row_status(report, c)),
                 "active": report.active.get(c), "degenerate": report.degenerate.get(c),
-                "meaning": s.meaning, "labels": list(report.labels[c])}
+                "threshold": s.threshold, "meaning": s.meaning,
+                "labels": list(report.labels[c])}
             for c, s in report.shadow_prices.items()},
         "ranges": {p: _range(r) for p, r in report.ranges_detail.items()},
         "range_solves": report.range_solves,
         "blocks": [
             {"output": b.output, "parameter": b.parameter, "kind": b.kind,
              "output_shape": list(b.output_shape), "parameter_shape": list(b.parameter_shape),
-             "norm": b.norm, "max_abs": b.max_abs,
+             "norm": b.norm, "max_abs": b.max_abs, "threshold": b.threshold,
              "largest": [_entry(en) for en in b.largest], "jacobian": b.jacobian}
             for b in report.blocks.values()],
         "top": {
