@@ -53,7 +53,7 @@ import psutil  # noqa: E402  (comes with dask.distributed)
 import scipy  # noqa: E402
 
 import diffmodel as dm  # noqa: E402
-from diffmodel.engine import Execution  # noqa: E402
+from diffmodel.runner import Execution  # noqa: E402
 from diffmodel.parallel import CostModel, local_cluster, measure  # noqa: E402
 from diffmodel.testing import QPData, banded_qp  # noqa: E402
 

@@ -17,7 +17,8 @@ from ._typing import FloatArray
 from ._validation import ParamSpec
 from .canon import canonicalize
 from .compiled import CompiledProblem
-from .engine import Engine, Runner
+from .engine import Engine
+from .runner import Runner
 from .errors import AccuracyWarning, DegenerateWarning, ModelError, NotSolvedError, SolverError
 from .solution import BatchSolution, Solution
 from .solvers import check_solver

@@ -3,9 +3,9 @@
 ``model.solve_batch(..., executor=...)`` runs scenarios on any
 ``concurrent.futures`` executor (a ``ProcessPoolExecutor``, or a Dask
 client's ``client.get_executor()``); the mechanics are in
-:mod:`diffmodel.engine` (:class:`~diffmodel.engine.Runner`): the compiled
+:mod:`diffmodel.runner` (:class:`~diffmodel.runner.Runner`): the compiled
 problem goes to each worker once, scenarios go in chunks sized by a pilot
-run so that each computes for about :data:`~diffmodel.engine.TASK_SECONDS`,
+run so that each computes for about :data:`~diffmodel.runner.TASK_SECONDS`,
 and results come back in scenario order. This module adds what sits on top:
 
 - :func:`local_cluster`: a Dask ``LocalCluster`` on this machine (worker
@@ -36,9 +36,10 @@ from types import ModuleType
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .engine import TASK_SECONDS, ChunkTask, Runner, problem_bytes, run_chunk
+from .chunks import ChunkTask, problem_bytes
 from .errors import ModelError
 from .model import Model
+from .runner import TASK_SECONDS, Runner
 
 __all__ = ["local_cluster", "measure", "CostModel", "DASK_HINT"]
 
@@ -52,6 +53,13 @@ def _distributed() -> ModuleType:
     except ImportError as exc:
         raise ImportError(f"a Dask cluster needs dask.distributed, which is not installed: "
                           f"{DASK_HINT}") from exc
+
+
+#: Scheduler options of :func:`local_cluster`: no dashboard, and the
+#: scheduler's small HTTP server (health, metrics), which Dask starts even
+#: without a dashboard, on a free loopback port rather than the fixed 8787 (taken
+#: by any other cluster on the machine: Dask then warns and moves).
+NO_DASHBOARD = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 
 
 @contextlib.contextmanager
@@ -94,7 +102,7 @@ def local_cluster(workers: int = 2, *, threads_per_worker: int = 1,
     cluster = distributed.LocalCluster(
         n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
         host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-        death_timeout=timeout)
+        death_timeout=timeout, scheduler_kwargs=NO_DASHBOARD)
     try:
         client = distributed.Client(cluster, timeout=f"{timeout}s")
         try:

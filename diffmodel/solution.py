@@ -25,7 +25,8 @@ from ._packing import Packer
 from .analysis import ParameterRange, Prediction, SensitivityReport, Sweep
 from ._typing import BoolArray, FloatArray
 from .diff import adjoint, jacobian, objective_gradient, tangent
-from .engine import BatchResult, Engine, Execution, Runner
+from .engine import BatchResult, Engine
+from .runner import Execution, Runner
 from .point import Point
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -208,11 +208,13 @@ LAYERS: dict[str, int] = {
     "linalg": 1,
     "compiled": 2,
     "canon": 3, "solvers": 3,
-    "point": 4, "diff": 5, "engine": 5,
+    "point": 4, "diff": 5, "engine": 5, "chunks": 6, "runner": 6,
     "_validation": 1, "_packing": 6,
     "analysis": 7, "solution": 8,
     "model": 9, "check": 10, "testing": 10,
-    "cli": 11, "torch": 11, "jax": 11, "parallel": 11, "__main__": 12, "__init__": 12,
+    "_layer": 10,
+    "cli": 11, "torch": 11, "_torch_layer": 11, "jax": 11, "parallel": 11,
+    "__main__": 12, "__init__": 12,
 }
 
 

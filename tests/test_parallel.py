@@ -21,8 +21,11 @@ import numpy as np
 import pytest
 
 import diffmodel as dm
-import diffmodel.engine as engine_module
-from diffmodel.engine import TASK_SECONDS, problem_bytes
+import diffmodel.chunks as chunks_module
+import diffmodel.runner as runner_module
+from diffmodel.chunks import problem_bytes
+from diffmodel.parallel import NO_DASHBOARD
+from diffmodel.runner import TASK_SECONDS
 from diffmodel.testing import as_model, random_qp
 
 S = 40  # scenarios per batch
@@ -98,7 +101,7 @@ def dask_executor() -> Iterator[Executor]:
         "distributed", reason='Dask tests need the dask extra: pip install -e ".[dask]"')
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None,
-                                       death_timeout=60)
+                                       scheduler_kwargs=NO_DASHBOARD, death_timeout=60)
     client = distributed.Client(cluster, timeout="60s")
     try:
         client.wait_for_workers(2, timeout=120)
@@ -282,21 +285,21 @@ def test_a_worker_keeps_the_problems_it_was_sent() -> None:
     batch = model.solve_batch(**values, progress=False)
     result = batch._parts()[0]
     digest, blob = problem_bytes(model.compiled)
-    task = engine_module.ChunkTask("solve", 0, result.thetas[:, :3], "kkt")
-    engine_module._WORKER_ENGINES.clear()
-    assert engine_module.run_chunk(digest, None, task) is None  # not sent, not cached
-    part = engine_module.run_chunk(digest, blob, task)
+    task = chunks_module.ChunkTask("solve", 0, result.thetas[:, :3], "kkt")
+    chunks_module._WORKER_ENGINES.clear()
+    assert chunks_module.run_chunk(digest, None, task) is None  # not sent, not cached
+    part = chunks_module.run_chunk(digest, blob, task)
     assert part is not None
     _close(part.arrays[0], batch.primal["x"][:3].T, "x")
-    engine = engine_module._WORKER_ENGINES[digest]
-    again = engine_module.run_chunk(digest, None, task)  # cached: no bytes needed
-    assert again is not None and engine_module._WORKER_ENGINES[digest] is engine
-    for i in range(engine_module.WORKER_CACHE):  # least recently used first out
+    engine = chunks_module._WORKER_ENGINES[digest]
+    again = chunks_module.run_chunk(digest, None, task)  # cached: no bytes needed
+    assert again is not None and chunks_module._WORKER_ENGINES[digest] is engine
+    for i in range(chunks_module.WORKER_CACHE):  # least recently used first out
         other = as_model(random_qp(5, 2, seed=200 + i))[0]
         key, data = problem_bytes(other.compiled)
-        engine_module._worker_engine(key, data)
-    assert engine_module.run_chunk(digest, None, task) is None
-    engine_module._WORKER_ENGINES.clear()
+        chunks_module._worker_engine(key, data)
+    assert chunks_module.run_chunk(digest, None, task) is None
+    chunks_module._WORKER_ENGINES.clear()
 
 
 def test_dask_receives_the_problem_once(dask_executor: Executor) -> None:
@@ -320,7 +323,7 @@ def test_chunks_are_sized_by_the_pilot(pool: Executor) -> None:
     batch = model.solve_batch(**values, executor=pool)
     run = batch.execution
     assert run is not None and 1 <= run.pilot <= S and run.per_scenario > 0
-    cap = engine_module.TASK_BYTES // (8 * (1 + 12 + 5 + 60 + 12 + 5))  # θ̃, x, y per scenario
+    cap = runner_module.TASK_BYTES // (8 * (1 + 12 + 5 + 60 + 12 + 5))  # θ̃, x, y per scenario
     expected = min(S, max(1, math.ceil(TASK_SECONDS / run.per_scenario)), cap)
     assert run.chunk_size == expected
     assert run.chunks == math.ceil((S - run.pilot) / run.chunk_size)
@@ -329,8 +332,8 @@ def test_chunks_are_sized_by_the_pilot(pool: Executor) -> None:
 def test_small_chunks_when_scenarios_are_slow(pool: Executor,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # As if each task had to compute for 1 ms only: chunks of a few scenarios.
-    monkeypatch.setattr(engine_module, "TASK_SECONDS", 1e-3)
-    monkeypatch.setattr(engine_module, "PILOT_SCENARIOS", 3)
+    monkeypatch.setattr(runner_module, "TASK_SECONDS", 1e-3)
+    monkeypatch.setattr(runner_module, "PILOT_SCENARIOS", 3)
     model, values = MODELS["eq-A"]()
     ref = model.solve_batch(**values, progress=False)
     batch = model.solve_batch(**values, executor=pool)
@@ -360,7 +363,7 @@ def test_shared_K_in_blocks_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None
     # Blocks of 3 right-hand sides, one factorization for all of them.
     model, values = MODELS["eq-qb"]()
     whole = model.solve_batch(**values, chunk_size=S)
-    monkeypatch.setattr(engine_module, "BLOCK_COLUMNS", 3)
+    monkeypatch.setattr(chunks_module, "BLOCK_COLUMNS", 3)
     blocks = model.solve_batch(**values, chunk_size=S)
     assert blocks.factorizations == 0  # the factorization of the first batch, reused
     _same_batch(blocks, whole)
@@ -394,7 +397,7 @@ def test_progress_bar_on_stderr(capsys: pytest.CaptureFixture[str], pool: Execut
     err = capsys.readouterr().err
     assert "solve_batch" in err and f"{S}/{S}" in err
     batch.backward({"x": np.ones(12)})
-    assert f"backward: 100%" in capsys.readouterr().err
+    assert "backward: 100%" in capsys.readouterr().err
     model.solve_batch(**values, executor=pool, chunk_size=CHUNK, progress=True)
     assert f"{S}/{S}" in capsys.readouterr().err
     quiet = model.solve_batch(**values, executor=pool, chunk_size=CHUNK, progress=False)

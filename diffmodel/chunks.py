@@ -1,0 +1,248 @@
+"""Chunks of scenarios, as a worker runs them.
+
+A batch runs as chunks of scenarios (columns of θ̃). This module is the
+worker's side, wherever the worker is (this process, a process pool, a Dask
+worker): the compiled problem shipped as bytes and cached per process by
+digest, a :class:`ChunkTask` (solve, backward or derivative of some
+scenarios) and its :class:`ChunkResult`. :mod:`diffmodel.runner` sizes the
+chunks and sends them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ._typing import BoolArray, FloatArray, IntArray
+from .compiled import CompiledProblem
+from .diff import adjoint, adjoint_block, tangent
+from .engine import BatchResult, Engine, _shares_k
+from .errors import SolverError
+from .linalg import Factorization
+from .point import Point
+
+__all__ = ["ChunkTask", "ChunkResult", "run_chunk", "problem_bytes", "adjoint_columns",
+           "tangent_columns", "run_task", "BLOCK_COLUMNS", "WORKER_CACHE"]
+
+
+# ------------------------------------------------------------------ chunks
+#
+# A batch runs as chunks of scenarios (columns of θ̃): in this process, or as
+# tasks of a concurrent.futures executor (a process pool, or a Dask client's
+# executor). The compiled problem goes to each worker once: pickled here once,
+# as bytes, and kept by the worker process with its Engine in a small cache
+# keyed by the bytes' digest (on Dask the bytes are scattered to every worker
+# instead). How chunks are sized and sent is diffmodel.runner's business.
+
+#: Scenarios that share K are solved and differentiated in blocks of at most
+#: this many right-hand sides: beyond a few hundred columns, the block solves
+#: run out of cache and cost up to twice as much per column.
+BLOCK_COLUMNS = 128
+#: Compiled problems (with their engines) a worker process keeps, least recent dropped.
+WORKER_CACHE = 8
+
+# In a worker process: the engines of the problems it was sent, by digest.
+_WORKER_ENGINES: OrderedDict[str, Engine] = OrderedDict()
+_WORKER_LOCK = threading.Lock()
+# Here: each problem's bytes, pickled once.
+_BYTES: weakref.WeakKeyDictionary[CompiledProblem, tuple[str, bytes]] = (
+    weakref.WeakKeyDictionary())
+_SHIP_LOCK = threading.Lock()
+
+
+def problem_bytes(problem: CompiledProblem) -> tuple[str, bytes]:
+    """The compiled problem as shipped to workers: (digest, pickled bytes).
+
+    Only plain NumPy/SciPy data and names: no CVXPY object, no factorization.
+    Pickled once per problem (kept while the problem lives).
+    """
+    with _SHIP_LOCK:
+        cached = _BYTES.get(problem)
+    if cached is None:
+        blob = pickle.dumps(problem, protocol=pickle.HIGHEST_PROTOCOL)
+        cached = (hashlib.blake2b(blob, digest_size=16).hexdigest(), blob)
+        with _SHIP_LOCK:
+            _BYTES[problem] = cached
+    return cached
+
+
+def _worker_engine(digest: str, blob: bytes | None) -> Engine | None:
+    """This process's engine for the problem ``digest`` (built from ``blob`` the
+    first time); None when it is not cached and no bytes came with the task."""
+    with _WORKER_LOCK:
+        engine = _WORKER_ENGINES.get(digest)
+        if engine is not None:
+            _WORKER_ENGINES.move_to_end(digest)
+            return engine
+    if blob is None:
+        return None
+    engine = Engine(pickle.loads(blob))  # our own bytes, from problem_bytes()
+    with _WORKER_LOCK:
+        engine = _WORKER_ENGINES.setdefault(digest, engine)
+        _WORKER_ENGINES.move_to_end(digest)
+        while len(_WORKER_ENGINES) > WORKER_CACHE:
+            _WORKER_ENGINES.popitem(last=False)
+    return engine
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkTask:
+    """Scenarios ``start : start + k`` of a batch (the k columns of ``thetas``).
+
+    ``kind`` says what to do: ``"solve"``; ``"backward"`` with loss gradients
+    ``GX``, ``GY`` (columns); ``"derivative"`` along ``dtheta``. Derivatives
+    are taken for the scenarios marked in ``ok`` (solved before), which are
+    solved again (same data, same result) for their factorizations.
+    """
+
+    kind: Literal["solve", "backward", "derivative"]
+    start: int
+    thetas: FloatArray
+    solver: str
+    ok: BoolArray | None = None
+    GX: FloatArray | None = None
+    GY: FloatArray | None = None
+    dtheta: FloatArray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.thetas.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkResult:
+    """A chunk's results: its arrays (columns), failures and costs.
+
+    ``arrays`` holds (X, Y, values, accuracy, active) for a solve, (dθ̃,) for
+    backward and (dX, dY) for derivative. ``errors`` are keyed by the
+    scenario's index in the batch; ``seconds`` is the chunk's compute time
+    where it ran (wall clock), ``cpu`` the CPU time of that process meanwhile.
+    """
+
+    start: int
+    arrays: tuple[np.ndarray[Any, Any], ...]
+    status: list[str]
+    errors: dict[int, str]
+    factorizations: int
+    warm_starts: int
+    seconds: float
+    cpu: float
+
+
+def _resolve(engine: Engine, thetas: FloatArray, i: int, solver: str, start: int) -> Point:
+    """Scenario ``start + i`` solved again, as a point with its factorization."""
+    try:
+        return engine.solve(np.ascontiguousarray(thetas[:, i]), solver)
+    except SolverError as exc:  # pragma: no cover - it solved before
+        raise SolverError(f"scenario {start + i}: {exc}", exc.status) from None
+
+
+def _solve_columns(engine: Engine, thetas: FloatArray, solver: str) -> BatchResult:
+    """:meth:`Engine.solve_batch` (recording failures) in blocks of
+    :data:`BLOCK_COLUMNS` columns; one factorization serves every block that shares K."""
+    size = thetas.shape[1]
+    if size <= BLOCK_COLUMNS:
+        return engine.solve_batch(thetas, solver, "record")
+    starts = range(0, size, BLOCK_COLUMNS)
+    parts = [engine.solve_batch(thetas[:, s: s + BLOCK_COLUMNS], solver, "record")
+             for s in starts]
+    shared = all(p.factorization is not None for p in parts) and _shares_k(
+        engine.problem, thetas, solver)
+    return BatchResult(
+        thetas=thetas, X=np.hstack([p.X for p in parts]), Y=np.hstack([p.Y for p in parts]),
+        values=np.concatenate([p.values for p in parts]),
+        accuracy=np.concatenate([p.accuracy for p in parts]),
+        status=[st for p in parts for st in p.status],
+        errors={s + i: msg for s, p in zip(starts, parts) for i, msg in p.errors.items()},
+        rows=parts[0].rows, factorization=parts[0].factorization if shared else None,
+        factorizations=sum(p.factorizations for p in parts),
+        active=np.hstack([p.active for p in parts]),
+        warm_starts=sum(p.warm_starts for p in parts))
+
+
+def adjoint_columns(engine: Engine, task: ChunkTask,
+                    block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None = None
+                    ) -> FloatArray:
+    """Reverse mode for each scenario of a chunk: dℓ_i/dθ̃ as columns (NaN where not ok).
+
+    Scenarios that share K use one factorization for all their adjoint solves
+    (``block`` = (factorization, rows, X, Y) when the caller has it, else one
+    block solve of the chunk); the others are solved again one by one.
+    """
+    problem, thetas = engine.problem, task.thetas
+    assert task.ok is not None and task.GX is not None and task.GY is not None
+    out = np.full((problem.layout.n_theta + 1, task.size), np.nan)
+    idx = np.flatnonzero(task.ok)
+    if idx.shape[0] == 0:
+        return out
+    if block is None and problem.m_ineq == 0 and _shares_k(problem, thetas, task.solver):
+        res = _solve_columns(engine, thetas, task.solver)
+        if res.factorization is not None:
+            block = (res.factorization, res.rows, res.X, res.Y)
+    if block is not None:
+        fact, rows, X, Y = block
+        for s in range(0, idx.shape[0], BLOCK_COLUMNS):
+            cols = idx[s: s + BLOCK_COLUMNS]
+            out[:, cols] = adjoint_block(problem, fact, rows, X[:, cols], Y[:, cols],
+                                         task.GX[:, cols], task.GY[:, cols])
+        return out
+    for i in idx:
+        point = _resolve(engine, thetas, int(i), task.solver, task.start)
+        out[:, i] = adjoint(point, task.GX[:, i], task.GY[:, i])
+    return out
+
+
+def tangent_columns(engine: Engine, task: ChunkTask) -> tuple[FloatArray, FloatArray]:
+    """Forward mode for each scenario of a chunk along ``task.dtheta``: (dX, dY)
+    as columns, NaN where not ok."""
+    problem = engine.problem
+    assert task.ok is not None and task.dtheta is not None
+    DX = np.full((problem.n, task.size), np.nan)
+    DY = np.full((problem.layout.rows, task.size), np.nan)
+    for i in np.flatnonzero(task.ok):
+        point = _resolve(engine, task.thetas, int(i), task.solver, task.start)
+        DX[:, i], DY[:, i] = tangent(point, task.dtheta)
+    return DX, DY
+
+
+def run_task(engine: Engine, task: ChunkTask,
+        block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None = None
+        ) -> tuple[ChunkResult, Factorization | None]:
+    """Run a chunk with ``engine``; also returns a solve's shared factorization."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    before = engine.factorizations
+    if task.kind == "solve":
+        res = _solve_columns(engine, task.thetas, task.solver)
+        out = ChunkResult(task.start, (res.X, res.Y, res.values, res.accuracy, res.active),
+                          res.status, {task.start + i: msg for i, msg in res.errors.items()},
+                          res.factorizations, res.warm_starts, time.perf_counter() - t0,
+                          time.process_time() - c0)
+        return out, res.factorization
+    arrays: tuple[np.ndarray[Any, Any], ...]
+    if task.kind == "backward":
+        arrays = (adjoint_columns(engine, task, block),)
+    else:
+        arrays = tangent_columns(engine, task)
+    return ChunkResult(task.start, arrays, [], {}, engine.factorizations - before, 0,
+                       time.perf_counter() - t0, time.process_time() - c0), None
+
+
+def run_chunk(digest: str, blob: bytes | None, task: ChunkTask) -> ChunkResult | None:
+    """What a worker runs: one chunk of the problem ``digest``.
+
+    ``blob`` (the pickled problem) comes with a worker's first chunks; later
+    ones find the problem in the process's cache. Returns None when the
+    problem is neither cached nor sent: the caller sends the chunk again with it.
+    """
+    engine = _worker_engine(digest, blob)
+    if engine is None:
+        return None
+    return run_task(engine, task)[0]
