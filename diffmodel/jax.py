@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._layer import Call, NumpyLayer, Solved, require
 from ._typing import FloatArray
 from .errors import DiffModelError
 from .model import Model
-from .torch import Call, NumpyLayer, Solved, require
 
 if TYPE_CHECKING:
     import jax as _jax

@@ -15,23 +15,13 @@ in the scope of the documented object. The text shown is the target as
 written, its last component only after a ``~``, with ``()`` after a function
 or method. A ``::`` that opens a literal block becomes ``:`` (the indented
 block is already code in Markdown).
-
-``LazyExports``: a name in a module's ``__all__`` that the module defines
-only when first used (``diffmodel.torch.Layer``, a class defined inside a
-function so that importing the module does not import PyTorch, and handed
-out by the module's ``__getattr__``) is invisible to static analysis. This
-extension finds its definition in the module's source and documents it as a
-member of the module, so that the reference is built without PyTorch.
 """
 
 from __future__ import annotations
 
-import ast
 import html
 import re
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import griffe
@@ -130,33 +120,5 @@ class SphinxRoles(griffe.Extension):
         for obj in objects:
             if obj.docstring is not None:
                 obj.docstring.value = _rewrite(pkg, obj, obj.docstring.value, paths)
-
-    on_package_loaded = on_package  # the name of this event before Griffe 2
-
-
-class LazyExports(griffe.Extension):
-    """Document the names of ``__all__`` that a module defines inside a function."""
-
-    def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader,
-                   **kwargs: Any) -> None:
-        for module in (o for o in _objects(pkg) if o.is_module):
-            missing = [str(name) for name in module.exports or ()
-                       if str(name) not in module.members]
-            if not missing or not isinstance(module.filepath, Path):
-                continue
-            source = module.filepath.read_text(encoding="utf-8")
-            for node in ast.walk(ast.parse(source)):
-                if (isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in missing
-                        and node.col_offset > 0):
-                    segment = ast.get_source_segment(source, node, padded=True) or ""
-                    # Blank lines first, so that line numbers match the file's.
-                    code = "\n" * (node.lineno - 1) + textwrap.dedent(segment)
-                    found = griffe.visit(module.name, module.filepath, code,
-                                         docstring_parser=loader.docstring_parser,
-                                         docstring_options=loader.docstring_options)
-                    member = found.members[node.name]
-                    member.parent = module
-                    module.set_member(node.name, member)
-                    missing.remove(node.name)
 
     on_package_loaded = on_package  # the name of this event before Griffe 2
