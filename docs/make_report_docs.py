@@ -8,7 +8,10 @@ this builds a sensitivity report, writes its Markdown between the markers
 
 of docs/reports.md (headings demoted to fit the page, timings removed so
 that the output is reproducible), and saves the plots it embeds as
-docs/img/<name>-<plot>.png.
+docs/img/<name>-<plot>.png. It also writes the HTML report of the DC
+power-flow example and saves what headless Chromium shows of it as
+docs/img/report-screenshot.png (left as it is, with a warning, when no
+Chromium is installed).
 
 Run from anywhere::
 
@@ -24,16 +27,25 @@ import argparse
 import re
 import runpy
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from diffmodel.analysis import SensitivityReport
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "reports.md"
 IMG = ROOT / "docs" / "img"
+SCREENSHOT = IMG / "report-screenshot.png"
+#: The example whose HTML report is shown in the screenshot, and the browser window.
+SCREENSHOT_EXAMPLE = "dc_power_flow"
+WINDOW = (1200, 1500)
 
 
 @dataclass(frozen=True)
@@ -67,13 +79,52 @@ EXAMPLES = [
 ]
 
 
-def _markdown(example: Example, img_dir: Path) -> str:
-    """The generated section of one example: its report and plots."""
+def _report(example: Example) -> SensitivityReport:
+    """The sensitivity report of one example, as shown on the page."""
     ns = runpy.run_path(str(ROOT / "examples" / f"{example.name}.py"), run_name="docs")
     model, labels = ns["model"], ns["labels"]
     model.solve()
-    report = model.sensitivity(of=example.of, wrt=example.wrt, labels=labels,
-                               top=example.top, sweep=example.sweep)
+    report: SensitivityReport = model.sensitivity(of=example.of, wrt=example.wrt,
+                                                  labels=labels, top=example.top,
+                                                  sweep=example.sweep)
+    return report
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def screenshot(report: SensitivityReport, target: Path) -> bool:
+    """Write ``report`` as HTML and save the top of it, as headless Chromium shows
+    it, as ``target`` (PNG). Returns False (and writes nothing) without Chromium."""
+    chromium = _chromium()
+    if chromium is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as profile:
+        page = report.to_html(Path(tmp) / "report.html")
+        shot = Path(tmp) / "shot.png"
+        result = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--disable-background-networking", "--disable-component-update",
+             "--no-first-run", f"--user-data-dir={profile}", f"--screenshot={shot}",
+             f"--window-size={WINDOW[0]},{WINDOW[1]}", page.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0 or not shot.exists():
+            raise SystemExit(f"{chromium} failed: {result.stderr[-2000:]}")
+        shutil.copyfile(shot, target)
+    return True
+
+
+def _markdown(example: Example, img_dir: Path, shot: Path | None = None) -> str:
+    """The generated section of one example: its report and plots (and, with
+    ``shot``, a screenshot of its HTML report)."""
+    report = _report(example)
+    if shot is not None and not screenshot(report, shot):
+        print(f"no Chromium found: {shot} left as it is", file=sys.stderr)
     text = report.to_markdown()
     # Demote headings below the page's "## Example" heading; drop the title.
     lines = text.splitlines()
@@ -96,15 +147,16 @@ def _markdown(example: Example, img_dir: Path) -> str:
     return text.strip() + "\n\n### Plots\n\n" + "\n\n".join(images) + "\n"
 
 
-def render(page: str, img_dir: Path) -> str:
-    """``page`` with every generated section replaced by a fresh one."""
+def render(page: str, img_dir: Path, shot: Path | None = None) -> str:
+    """``page`` with every generated section replaced by a fresh one (and, with
+    ``shot``, the screenshot of the HTML report written there)."""
     for example in EXAMPLES:
         begin = f"<!-- BEGIN GENERATED: {example.name} -->"
         end = f"<!-- END GENERATED: {example.name} -->"
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), flags=re.S)
         if not pattern.search(page):
             raise SystemExit(f"{PAGE}: no markers {begin} ... {end}")
-        body = _markdown(example, img_dir)
+        body = _markdown(example, img_dir, shot if example.name == SCREENSHOT_EXAMPLE else None)
         page = pattern.sub(lambda _: f"{begin}\n\n{body}\n{end}", page)
     return page
 
@@ -128,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     for example in EXAMPLES:  # plots no longer shown are removed
         for old in IMG.glob(f"{example.name}-*.png"):
             old.unlink()
-    PAGE.write_text(render(page, IMG), encoding="utf-8")
-    print(f"wrote {PAGE} and {len(list(IMG.glob('*.png')))} plots in {IMG}")
+    PAGE.write_text(render(page, IMG, SCREENSHOT), encoding="utf-8")
+    print(f"wrote {PAGE}, {SCREENSHOT.name} and the plots in {IMG}")
     return 0
 
 

@@ -859,6 +859,197 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert data[:8] == PNG and len(data) > 20_000
 
 
+# ---------------------------------------------------------------- significance
+
+
+def _planted_model() -> dm.Model:
+    """x = D q with D = diag(1, 1e-13, 2), except x[0] = b: ∂x[1]/∂q[1] = 1e-13 and
+    the dual of "fix" is q[0] − b = 1e-13, both far below what the solution resolves."""
+    x = cp.Variable(3, name="x")
+    q = cp.Parameter(3, name="q")
+    b = cp.Parameter(name="b")
+    D = np.diag([1.0, 1e-13, 2.0])
+    model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(x) - (D @ q) @ x), {"fix": x[0] == b})
+    qv = np.array([1.0 + 1e-13, 3.0, 0.5])
+    model.solve(q=qv, b=1.0)
+    return model
+
+
+def test_a_planted_tiny_entry_is_shown_as_zero_and_never_ranked(tmp_path: Path) -> None:
+    model = _planted_model()
+    raw = model.jacobian("x", "q")
+    assert raw[1, 1] == pytest.approx(1e-13, rel=1e-6)  # the planted entry is there ...
+    report = model.sensitivity(labels={"q": ["a", "b", "c"]})
+    blk = report.blocks["x", "q"]
+    assert 1e-13 < blk.threshold < 1e-8
+    assert blk.jacobian is not None and blk.jacobian[1, 1] == 0.0  # ... and counts as 0
+    np.testing.assert_array_equal(blk.jacobian, [[0, 0, 0], [0, 0, 0], [0, 0, 2.0]])
+    assert [(e.output_label, e.parameter_label) for e in blk.largest] == [("x[2]", "q[c]")]
+    fix = report.shadow_prices["fix"]
+    assert 1e-13 < fix.threshold < 1e-8 and float(fix.dual) == 0.0 == float(fix.price)
+    obj = report.objective["q"]  # ∂f*/∂q = −D x: 1e-13 · x[1] = 3e-26 for q[b]
+    assert obj.gradient[1] == 0.0 and obj.gradient[0] != 0.0
+    # ∂f*/∂b = ν: 0 as well; x[0] = b moves with b, so b ranks for the solution.
+    assert float(report.objective["b"].gradient) == 0.0
+    assert [i.label for i in report.top.objective] == ["q[c]", "q[a]"]
+    ranked = [i.label for i in (*report.top.overall, *report.top.per_output["x"])]
+    assert "q[b]" not in ranked and "b" in ranked
+    # Every format shows the entry as 0 and states the threshold.
+    md, text = report.to_markdown(), str(report)
+    for doc in (md, text):
+        assert "e-13" not in doc and "e-14" not in doc
+        assert "Significance: the solution's accuracy estimate is" in doc
+        assert f"≤ {rp.render.tables.tol(blk.threshold)} counts as 0" in doc
+        assert "the 1 nonzero of 9 entries" in doc and "(8 are 0)" in doc
+        assert "x[1] w.r.t. q[b]" not in doc
+    doc = json.loads(report.to_json())
+    jac = {(b["output"], b["parameter"]): b for b in doc["blocks"]}["x", "q"]
+    assert jac["jacobian"][1][1] == 0.0 and jac["threshold"] == blk.threshold
+    assert doc["shadow_prices"]["fix"]["dual"] == 0.0
+    assert doc["significance"]["resolution"] == report.resolution
+    frame = report.to_dataframe()
+    row = frame[(frame["output_label"] == "x[1]") & (frame["parameter_label"] == "q[b]")]
+    assert row["derivative"].tolist() == [0.0] and row["threshold"].iloc[0] == blk.threshold
+    page = report.to_html(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "e-13" not in page.split("<img", 1)[0] and "counts as 0" in page
+
+
+EXAMPLES = {"portfolio": (["w", "budget"], ["mu", "gamma", "cap"], {"gamma": [3.0, 4.0, 5.0]}),
+            "dc_power_flow": (["p", "balance"], ["c", "d", "fmax"], {"d": [0.9, 1.0, 1.1]})}
+
+
+@pytest.fixture(scope="module")
+def example_reports() -> dict[str, rp.SensitivityReport]:
+    """The reports of docs/reports.md (portfolio and the DC dispatch), with sweeps."""
+    import runpy
+
+    out = {}
+    for name, (of, wrt, sweep) in EXAMPLES.items():
+        ns = runpy.run_path(str(ROOT / "examples" / f"{name}.py"), run_name="docs")
+        ns["model"].solve()
+        out[name] = ns["model"].sensitivity(of=of, wrt=wrt, labels=ns["labels"], top=10,
+                                            sweep=sweep)
+    return out
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_example_reports_rank_nothing_below_the_stated_threshold(
+        name: str, example_reports: dict[str, rp.SensitivityReport]) -> None:
+    report = example_reports[name]
+    floors = {p: obj.threshold for p, obj in report.objective.items()}
+    for p, obj in report.objective.items():
+        g = np.abs(obj.gradient)
+        assert not np.any((g > 0) & (g <= obj.threshold)), p
+    for inf in report.top.objective:
+        assert inf.score > floors[inf.parameter], inf
+    for c, sp in report.shadow_prices.items():
+        nu = np.abs(sp.dual)
+        assert not np.any((nu > 0) & (nu <= sp.threshold)), c
+    for key, blk in report.blocks.items():
+        assert blk.threshold > 0 and blk.jacobian is not None, key
+        J = np.abs(blk.jacobian)
+        assert not np.any((J > 0) & (J <= blk.threshold)), key
+        assert all(abs(e.derivative) > blk.threshold for e in blk.largest), key
+    for o, items in report.top.per_output.items():
+        for inf in items:
+            floor = report.blocks[o, inf.parameter].threshold
+            assert inf.score > floor, (o, inf)
+    for inf in report.top.overall:
+        assert inf.score > min(report.blocks[o, inf.parameter].threshold
+                               for o in report.top.per_output), inf
+    md = report.to_markdown()
+    assert "Significance: the solution's accuracy estimate is" in md
+    # Each table states its group's threshold: ∂f*/∂θ, each constraint, each block.
+    stated = md.count("counts as 0") + md.count("exact (threshold 0)")
+    assert stated == 1 + 1 + len(report.shadow_prices) + len(report.blocks)  # 1: the rule
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_example_reports_have_no_cvxpy_internals_in_any_format(
+        name: str, example_reports: dict[str, rp.SensitivityReport], tmp_path: Path) -> None:
+    import re
+
+    from test_printer import CVXPY_FRAGMENTS
+
+    report = example_reports[name]
+    page = report.to_html(tmp_path / f"{name}.html").read_text(encoding="utf-8")
+    page = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)  # the plots
+    frame = report.to_dataframe()
+    cells = " ".join(map(str, frame["output_label"].tolist() + frame["parameter_label"].tolist()))
+    for kind, doc in (("text", str(report)), ("markdown", report.to_markdown()),
+                      ("json", report.to_json()), ("html", page), ("dataframe", cells)):
+        found = CVXPY_FRAGMENTS.search(doc)
+        assert found is None, f"{name} ({kind}): {doc[max(0, found.start() - 80):found.end() + 80]}"
+    # The HTML drew every kind of plot: tornado, ranges, heatmaps, sweep.
+    kinds = {plot.kind for plot in rp.render.content.report_plots(report)}
+    assert kinds == {"tornado", "ranges", "heatmap", "sweep"}
+
+
+# ---------------------------------------------------------------- plots
+
+
+def test_colour_scales_follow_the_data() -> None:
+    from diffmodel.analysis.render.plots import colour_scale
+
+    mixed = colour_scale(np.array([[-0.5, 2.0], [0.0, 1.0]]), 1e-12)
+    assert (mixed.kind, mixed.cmap, mixed.vmin, mixed.vmax) == ("diverging", "RdBu_r", -2.0, 2.0)
+    # One sign: the scale spans the data, so -0.0221 and -0.0224 look different.
+    neg = colour_scale(np.array([-0.0221, -0.0224, -0.0222]), 1e-12)
+    assert (neg.kind, neg.vmin, neg.vmax) == ("negative", -0.0224, -0.0221)
+    pos = colour_scale(np.array([0.0, 3.0]), 1e-12)
+    assert (pos.kind, pos.vmin, pos.vmax) == ("positive", 0.0, 3.0)
+    flat = colour_scale(np.full((3, 2), -0.022), 1e-12)
+    assert flat.kind == "uniform" and "every entry is -0.022" in flat.label
+    assert flat.vmin < -0.022 < flat.vmax
+    assert colour_scale(np.zeros((2, 2)), 0.0).kind == "uniform"
+
+
+def _texts(fig) -> str:
+    """Every text of a matplotlib figure (titles, labels, notes, legend), joined."""
+    return " | ".join(t.get_text() for t in fig.findobj(match=lambda a: hasattr(a, "get_text")))
+
+
+def test_every_kind_of_plot_is_drawn() -> None:
+    """Tornado, ranges, a heatmap of each colour scale (diverging, one sign,
+    uniform) and a sweep whose log axis has exact zeros."""
+    from diffmodel.analysis.render import content, plots
+
+    pytest.importorskip("matplotlib")
+    x = cp.Variable(3, name="x", nonneg=True)
+    b, u = cp.Parameter(name="b"), cp.Parameter(3, name="u")
+    model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(x)), {"total": cp.sum(x) == b,
+                                                            "cap": x <= u})
+    model.solve(b=3.0, u=np.array([0.5, 5.0, 5.0]))
+    report = model.sensitivity(sweep={"b": [2.0, 3.0, 4.0]})
+    drawn = {}
+    for plot in content.report_plots(report):
+        fig = plots.draw(plot, report)
+        assert plots.png(fig)[:8] == PNG
+        drawn[plot.key] = fig
+    assert {"tornado", "ranges", "heatmap-x-b", "heatmap-x-u", "sweep-b"} <= set(drawn)
+    # ∂x/∂b = (0, ½, ½): one sign, so a sequential scale over [0, ½].
+    assert "every entry ≥ 0, the scale spans [0, 0.5]" in _texts(drawn["heatmap-x-b"])
+    # ∂total/∂b: one entry, a uniform block with a note giving its value.
+    flat = _texts(drawn["heatmap-total-b"])
+    assert "uniform block: every entry is" in flat and "one colour" in flat
+    assert "diverging, centred at 0" in _texts(drawn["heatmap-x-u"])
+    assert "How far" in _texts(drawn["ranges"]) and "Objective sensitivity" in _texts(
+        drawn["tornado"])
+    # The sweep's errors: at b = 3 (the solution itself) both are exactly 0. They
+    # are marked at the bottom of the log axis, which follows the data (no floor).
+    sw = report.sweeps["b"]
+    assert sw.value_error[1] == 0.0 and sw.error[1] == 0.0
+    errors = drawn["sweep-b"].axes[1]
+    positive = np.concatenate([sw.value_error, sw.error])
+    positive = positive[positive > 0]
+    bottom = errors.get_ylim()[0]
+    assert errors.get_yscale() == "log"
+    assert bottom == pytest.approx(positive.min() / 10 ** 0.5)
+    zeros = [line for line in errors.get_lines() if line.get_marker() == "v"]
+    assert zeros and all(np.all(line.get_ydata() == bottom) for line in zeros)
+    assert "exact 0" in _texts(drawn["sweep-b"])
+
+
 # ---------------------------------------------------------------- large models
 
 

@@ -46,10 +46,17 @@ def _objective_table(report: SensitivityReport) -> Table:
             for i in order]
     caption = ranked_caption(len(items), nonzero, len(order), "parameter entries",
                              "|∂f*/∂θ|", "by position")
-    floors = ", ".join(f"{p} {tol(obj.threshold)}" for p, obj in report.objective.items())
     return Table(["parameter entry", "θ", "∂f*/∂θ", "elasticity"], rows,
-                 f"{caption}; |∂f*/∂θ| at or below its threshold counts as 0 ({floors}); "
-                 f"elasticity = ∂f*/∂θ · θ / f*", (False, True, True, True))
+                 f"{caption}; elasticity = ∂f*/∂θ · θ / f*", (False, True, True, True))
+
+
+def _objective_floors(report: SensitivityReport) -> str:
+    """The thresholds of ∂f*/∂θ, in words: once if every parameter has the same."""
+    thresholds = {p: obj.threshold for p, obj in report.objective.items()}
+    if len({tol(t) for t in thresholds.values()}) == 1:
+        return "Significance: " + floor_text("|∂f*/∂θ|", next(iter(thresholds.values()))) + "."
+    return ("Significance: |∂f*/∂θ| at or below the threshold of its parameter counts as 0: "
+            + ", ".join(f"{p} {tol(t)}" for p, t in thresholds.items()) + ".")
 
 
 def row_status(report: SensitivityReport, c: str) -> list[str]:
@@ -319,6 +326,7 @@ def _objective_section(report: SensitivityReport) -> Section:
     if not report.objective:
         sec.paragraphs.append("No parameters reported.")
     else:
+        sec.paragraphs.append(_objective_floors(report))
         sec.tables.append(_objective_table(report))
         sec.plots.append(Plot("tornado", "Objective sensitivity", "tornado"))
     return sec

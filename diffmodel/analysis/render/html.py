@@ -26,7 +26,7 @@ h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #bbb; padding-bottom: .1em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0 1.2em; font-size: 0.92em; }
 caption { caption-side: top; text-align: left; font-style: italic; color: #555;
-          padding-bottom: .3em; white-space: nowrap; }
+          padding-bottom: .3em; white-space: normal; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; }
 th { background: #f0f0f0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums;

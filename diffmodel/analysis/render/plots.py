@@ -17,6 +17,7 @@ its own marker and legend entry, never on an arbitrary floor.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -107,11 +108,13 @@ def colour_scale(values: FloatArray, threshold: float) -> ColourScale:
     if lo < 0.0 < hi:
         top = max(-lo, hi)
         return ColourScale("diverging", "RdBu_r", -top, top,
-                           "derivative (diverging scale, centred at 0)")
-    span = f"colours span [{num(lo)}, {num(hi)}]"
+                           "colours: diverging, centred at 0 (red > 0, blue < 0)")
+    span = f"[{num(lo)}, {num(hi)}]"
     if hi <= 0.0:
-        return ColourScale("negative", "Blues_r", lo, hi, f"derivative, every entry ≤ 0:\n{span}")
-    return ColourScale("positive", "Reds", lo, hi, f"derivative, every entry ≥ 0:\n{span}")
+        return ColourScale("negative", "Blues_r", lo, hi,
+                           f"colours: every entry ≤ 0, the scale spans {span}")
+    return ColourScale("positive", "Reds", lo, hi,
+                       f"colours: every entry ≥ 0, the scale spans {span}")
 
 
 def _annotate_cells(ax: Axes, image: AxesImage, J: FloatArray) -> None:
@@ -138,18 +141,26 @@ def _heatmap(report: SensitivityReport, blk: BlockSensitivity) -> Figure:
     scale = colour_scale(J, blk.threshold)
     image = ax.imshow(J, cmap=scale.cmap, vmin=scale.vmin, vmax=scale.vmax, aspect="auto",
                       interpolation="nearest")
+    zero = (f"entries with |derivative| ≤ {tol(blk.threshold)} are 0" if blk.threshold > 0
+            else "exact: threshold 0")
     if scale.kind == "uniform":
         ax.text(0.5, 0.5, scale.label, transform=ax.transAxes, ha="center", va="center",
                 fontsize="medium", bbox={"boxstyle": "round", "facecolor": "white",
                                          "edgecolor": "#888888"})
+        parts = ["one colour: the block is uniform", zero]
     else:
-        bar = fig.colorbar(image, ax=ax)
-        bar.set_label(scale.label)
+        bar = fig.colorbar(image, ax=ax, fraction=0.08)
+        bar.set_label("derivative")
         if annotate:
             _annotate_cells(ax, image, J)
-    zero = (f"entries with |derivative| ≤ {tol(blk.threshold)} are 0" if blk.threshold > 0
-            else "exact: threshold 0")
-    ax.set_title(f"∂{blk.output}/∂{blk.parameter}  ({zero})", fontsize="medium")
+        parts = [scale.label, zero]
+    ax.set_title(f"∂{blk.output}/∂{blk.parameter}", fontsize="large")
+    # The scale and the threshold in words, below the figure: one line if it fits.
+    width = int(fig.get_figwidth() * 15)
+    note = "; ".join(parts)
+    if len(note) > width:
+        note = "\n".join(line for part in parts for line in textwrap.wrap(part, width))
+    fig.supxlabel(note, fontsize="small", color="#333333")
     if rows <= MAX_TICKS:
         ax.set_yticks(np.arange(rows), labels=list(report.labels[blk.output]))
     else:
@@ -223,7 +234,7 @@ def _ranges_figure(report: SensitivityReport) -> Figure:
 
 
 def _sweep_figure(sw: Sweep, report: SensitivityReport | None = None) -> Figure:
-    fig = _figure(10.0, 3.8)
+    fig = _figure(10.0, 4.4)
     left, right = fig.subplots(1, 2)
     rng = None if report is None else report.ranges_detail.get(sw.parameter)
     if rng is not None and sw.step_kind == "value" and rng.value.size == 1:
@@ -284,7 +295,8 @@ def _errors_panel(ax: Axes, steps: FloatArray,
     if zeros:
         handles.append(Line2D([], [], ls="none", marker="v", ms=9, mfc="none", mec="#444444",
                               mew=1.6, label="exact 0 (drawn at the axis bottom)"))
-    ax.legend(handles=handles, fontsize="small")
+    ax.legend(handles=handles, fontsize="small", loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
 
 
 def draw(plot: Plot, report: SensitivityReport) -> Figure:
