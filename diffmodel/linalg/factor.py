@@ -142,14 +142,22 @@ class Factorization:
         s = ruiz(pattern.full_indptr, pattern.full_indices, kfull, full_rows)
         self.scale = s
         kfull *= s[full_rows]
-        del full_rows
         kfull *= s[pattern.full_indices]
         abs_full = np.abs(kfull)
         self.row_norm = row_max(pattern.full_indptr, abs_full, self.dim)
-        shape = (self.dim, self.dim)
-        K = sp.csr_matrix((kfull, pattern.full_indices, pattern.full_indptr), shape=shape)
-        K_abs = sp.csr_matrix((abs_full, pattern.full_indices, pattern.full_indptr), shape=shape)
-        self.norm = float(np.max(K_abs @ np.ones(self.dim), initial=0.0))
+        dense_path = _use_dense(pattern)
+        if dense_path:  # K̂ straight into a dense array: no sparse matrices at all
+            dense = np.zeros((self.dim, self.dim))
+            dense[full_rows, pattern.full_indices] = kfull
+            dense_abs = np.abs(dense)
+            self.norm = float(np.max(dense_abs.sum(axis=1), initial=0.0))
+        else:
+            shape = (self.dim, self.dim)
+            K = sp.csr_matrix((kfull, pattern.full_indices, pattern.full_indptr), shape=shape)
+            K_abs = sp.csr_matrix((abs_full, pattern.full_indices, pattern.full_indptr),
+                                  shape=shape)
+            self.norm = float(np.max(K_abs @ np.ones(self.dim), initial=0.0))
+        del full_rows
         self._lock = threading.Lock()  # the kernel ladder and the exact residual
         self._cond_lock = threading.Lock()  # the condition estimate (which may need both)
         self._cond: float | None = None
@@ -157,10 +165,9 @@ class Factorization:
         self._residuals: list[ExactResidual | ExtendedResidual] | None = None
         self._sparse = False
         self.inertia: tuple[int, int] | None = None
-        if _use_dense(pattern):
-            dense = K.toarray()
+        if dense_path:
             self._K: FloatArray | sp.csr_matrix = dense
-            self._K_abs: FloatArray | sp.csr_matrix = np.abs(dense)
+            self._K_abs: FloatArray | sp.csr_matrix = dense_abs
             ldl = DenseLDL(dense)
             cond = np.inf if ldl.singular else self.norm * ldl.inverse_norm(self.norm)
             kernel: DenseLDL | DenseEigen = ldl
