@@ -73,6 +73,10 @@ _DELTA_STEP = 1e-4
 _LDL_RUNGS = 2
 #: Largest dimension for which the fast path keeps K⁻¹ explicitly.
 _FAST_MAX_DIM = 200
+#: Up to this dimension K⁻¹ is formed with the factorization; above it, for
+#: the third solve (forming it costs about as much as a few solves).
+_FAST_EAGER_DIM = 32
+_FAST_AFTER = 3
 _MAX = np.maximum.reduce
 #: Backward error at which the fast path accepts a solve without refining.
 _FAST_TARGET = 16 * EPS
@@ -180,13 +184,11 @@ class Factorization:
             self._fast = (self.kind == "dense" and 2 * cond * EPS <= EXTRA_TRIGGER
                           and self.dim <= _FAST_MAX_DIM
                           and bool(np.all((s >= 2.0**-100) & (s <= 2.0**100))))
-            if self._fast:
-                # The fast path of solve(): K⁻¹ and K in the user's units (the
-                # scaling is moderate, so nothing over- or underflows).
-                self._fast_cond = cond
-                self._fast_inv = (np.linalg.inv(dense) * s[:, None]) * s[None, :]
-                self._fast_K = (dense / s[:, None]) / s[None, :]
-                self._fast_K_abs = np.abs(self._fast_K)
+            self._fast_cond = cond
+            self._fast_solves = 0
+            self._fast_parts: tuple[FloatArray, FloatArray, FloatArray] | None = None
+            if self._fast and self.dim <= _FAST_EAGER_DIM:
+                self._fast_parts = self._fast_arrays()
             return
         self._fast = False
         self._K, self._K_abs = K, K_abs
@@ -226,7 +228,16 @@ class Factorization:
         (estimated error above :data:`~diffmodel.tolerances.EXTRA_TRIGGER`),
         refinement with exact residuals after it.
         """
-        if self._fast:
+        fast = self._fast_parts if self._fast else None
+        if self._fast and fast is None:
+            # A larger K⁻¹ costs more than a solve or two: it is formed for the
+            # third solve with this factorization (and the later ones), so that a
+            # factorization solved once or twice (a batch item) never pays for it.
+            self._fast_solves += 1
+            if self._fast_solves >= _FAST_AFTER:
+                fast = self._fast_parts = self._fast_arrays()
+        if fast is not None:
+            inv, K_user, K_user_abs = fast
             # Small, well-conditioned, dense: one product with K⁻¹ is usually
             # at the roundoff already. Its backward error is still measured,
             # never assumed: the ratio below is ω₁ over all rows, never smaller
@@ -234,10 +245,10 @@ class Factorization:
             # denominator there); a zero or overflowing denominator fails the
             # test (NaN, or a denominator beyond 1e300) and takes the general path.
             # (ndarray.dot: the same BLAS call as @, with less dispatch.)
-            z = self._fast_inv.dot(rhs)
-            den = self._fast_K_abs.dot(np.abs(z))
+            z = inv.dot(rhs)
+            den = K_user_abs.dot(np.abs(z))
             den += np.abs(rhs)
-            ratio = self._fast_K.dot(z)
+            ratio = K_user.dot(z)
             np.subtract(rhs, ratio, out=ratio)
             np.abs(ratio, out=ratio)
             ratio /= den
@@ -246,6 +257,14 @@ class Factorization:
                 return Refined(z, omega, 0, 2.0 * self._fast_cond * max(omega, EPS))
         z, omega, steps, accuracy = self._solve_scaled(rhs * self.scale, None)
         return Refined(z * self.scale, omega, steps, accuracy)
+
+    def _fast_arrays(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """K⁻¹, K and |K| in the user's units, for the fast path of :meth:`solve`
+        (the scaling is moderate there, so nothing over- or underflows)."""
+        dense, s = self._K, self.scale
+        assert isinstance(dense, np.ndarray)  # (the dense path's invariant)
+        K_user = (dense / s[:, None]) / s[None, :]
+        return (np.linalg.inv(dense) * s[:, None]) * s[None, :], K_user, np.abs(K_user)
 
     def refine(self, z0: FloatArray, rhs: FloatArray) -> Refined:
         """Refine a given solution ``z0`` of K z = rhs (user's units), e.g. a
