@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -125,6 +126,8 @@ class ChunkResult:
     backward and (dX, dY) for derivative. ``errors`` are keyed by the
     scenario's index in the batch; ``seconds`` is the chunk's compute time
     where it ran (wall clock), ``cpu`` the CPU time of that process meanwhile.
+    ``points``: the solved scenarios' points, when a solve in this process was
+    asked to keep them (never shipped back from a worker).
     """
 
     start: int
@@ -135,6 +138,7 @@ class ChunkResult:
     warm_starts: int
     seconds: float
     cpu: float
+    points: list[Point | None] | None = None
 
 
 def _resolve(engine: Engine, thetas: FloatArray, i: int, solver: str, start: int) -> Point:
@@ -145,14 +149,24 @@ def _resolve(engine: Engine, thetas: FloatArray, i: int, solver: str, start: int
         raise SolverError(f"scenario {start + i}: {exc}", exc.status) from None
 
 
-def _solve_columns(engine: Engine, thetas: FloatArray, solver: str) -> BatchResult:
+def _point(engine: Engine, task: ChunkTask, i: int,
+           points: Sequence[Point | None] | None) -> Point:
+    """Scenario i of the chunk as a point: kept from its solve, or solved again."""
+    kept = points[i] if points is not None else None
+    if kept is not None:
+        return kept
+    return _resolve(engine, task.thetas, i, task.solver, task.start)
+
+
+def _solve_columns(engine: Engine, thetas: FloatArray, solver: str,
+                   keep: bool = False) -> BatchResult:
     """:meth:`Engine.solve_batch` (recording failures) in blocks of
     :data:`BLOCK_COLUMNS` columns; one factorization serves every block that shares K."""
     size = thetas.shape[1]
     if size <= BLOCK_COLUMNS:
-        return engine.solve_batch(thetas, solver, "record")
+        return engine.solve_batch(thetas, solver, "record", keep=keep)
     starts = range(0, size, BLOCK_COLUMNS)
-    parts = [engine.solve_batch(thetas[:, s: s + BLOCK_COLUMNS], solver, "record")
+    parts = [engine.solve_batch(thetas[:, s: s + BLOCK_COLUMNS], solver, "record", keep=keep)
              for s in starts]
     shared = all(p.factorization is not None for p in parts) and _shares_k(
         engine.problem, thetas, solver)
@@ -165,17 +179,29 @@ def _solve_columns(engine: Engine, thetas: FloatArray, solver: str) -> BatchResu
         rows=parts[0].rows, factorization=parts[0].factorization if shared else None,
         factorizations=sum(p.factorizations for p in parts),
         active=np.hstack([p.active for p in parts]),
-        warm_starts=sum(p.warm_starts for p in parts))
+        warm_starts=sum(p.warm_starts for p in parts),
+        points=_joined([p.points for p in parts]) if keep else None)
+
+
+def _joined(lists: list[list[Point | None] | None]) -> list[Point | None] | None:
+    """The lists end to end; None if any is missing."""
+    out: list[Point | None] = []
+    for part in lists:
+        if part is None:
+            return None
+        out.extend(part)
+    return out
 
 
 def adjoint_columns(engine: Engine, task: ChunkTask,
-                    block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None = None
-                    ) -> FloatArray:
+                    block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None = None,
+                    points: Sequence[Point | None] | None = None) -> FloatArray:
     """Reverse mode for each scenario of a chunk: dℓ_i/dθ̃ as columns (NaN where not ok).
 
     Scenarios that share K use one factorization for all their adjoint solves
     (``block`` = (factorization, rows, X, Y) when the caller has it, else one
-    block solve of the chunk); the others are solved again one by one.
+    block solve of the chunk); the others use their kept ``points`` (the
+    chunk's, in order) or are solved again one by one.
     """
     problem, thetas = engine.problem, task.thetas
     assert task.ok is not None and task.GX is not None and task.GY is not None
@@ -195,42 +221,49 @@ def adjoint_columns(engine: Engine, task: ChunkTask,
                                          task.GX[:, cols], task.GY[:, cols])
         return out
     for i in idx:
-        point = _resolve(engine, thetas, int(i), task.solver, task.start)
+        point = _point(engine, task, int(i), points)
         out[:, i] = adjoint(point, task.GX[:, i], task.GY[:, i])
     return out
 
 
-def tangent_columns(engine: Engine, task: ChunkTask) -> tuple[FloatArray, FloatArray]:
+def tangent_columns(engine: Engine, task: ChunkTask,
+                    points: Sequence[Point | None] | None = None
+                    ) -> tuple[FloatArray, FloatArray]:
     """Forward mode for each scenario of a chunk along ``task.dtheta``: (dX, dY)
-    as columns, NaN where not ok."""
+    as columns, NaN where not ok; ``points`` as for :func:`adjoint_columns`."""
     problem = engine.problem
     assert task.ok is not None and task.dtheta is not None
     DX = np.full((problem.n, task.size), np.nan)
     DY = np.full((problem.layout.rows, task.size), np.nan)
     for i in np.flatnonzero(task.ok):
-        point = _resolve(engine, task.thetas, int(i), task.solver, task.start)
+        point = _point(engine, task, int(i), points)
         DX[:, i], DY[:, i] = tangent(point, task.dtheta)
     return DX, DY
 
 
 def run_task(engine: Engine, task: ChunkTask,
-        block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None = None
-        ) -> tuple[ChunkResult, Factorization | None]:
-    """Run a chunk with ``engine``; also returns a solve's shared factorization."""
+             block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None = None, *,
+             keep: bool = False, points: Sequence[Point | None] | None = None
+             ) -> tuple[ChunkResult, Factorization | None]:
+    """Run a chunk with ``engine``; also returns a solve's shared factorization.
+
+    ``keep``: a solve keeps its scenarios' points in the result (in this
+    process only); ``points``: a derivative uses them instead of solving again.
+    """
     t0, c0 = time.perf_counter(), time.process_time()
     before = engine.factorizations
     if task.kind == "solve":
-        res = _solve_columns(engine, task.thetas, task.solver)
+        res = _solve_columns(engine, task.thetas, task.solver, keep)
         out = ChunkResult(task.start, (res.X, res.Y, res.values, res.accuracy, res.active),
                           res.status, {task.start + i: msg for i, msg in res.errors.items()},
                           res.factorizations, res.warm_starts, time.perf_counter() - t0,
-                          time.process_time() - c0)
+                          time.process_time() - c0, res.points)
         return out, res.factorization
     arrays: tuple[np.ndarray[Any, Any], ...]
     if task.kind == "backward":
-        arrays = (adjoint_columns(engine, task, block),)
+        arrays = (adjoint_columns(engine, task, block, points),)
     else:
-        arrays = tangent_columns(engine, task)
+        arrays = tangent_columns(engine, task, points)
     return ChunkResult(task.start, arrays, [], {}, engine.factorizations - before, 0,
                        time.perf_counter() - t0, time.process_time() - c0), None
 

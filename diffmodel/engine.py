@@ -33,7 +33,8 @@ class BatchResult:
     """Solutions of a batch, stacked by column; failed items hold NaN.
 
     ``factorization`` is the one shared by every item when K did not vary
-    (None otherwise: derivatives then refactor item by item). ``active``
+    (None otherwise: derivatives then refactor item by item, unless the
+    items' ``points`` were kept). ``active``
     marks, per item (column), the binding inequality rows (shape
     (m_ineq, B); all False for a failed item). ``warm_starts`` counts the
     items whose active set was verified from the previous item's (no OSQP
@@ -52,6 +53,9 @@ class BatchResult:
     factorizations: int
     active: BoolArray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
     warm_starts: int = 0
+    #: Each solved item's point, with its factorization (None for failed items),
+    #: when the batch was asked to keep them: derivatives then solve nothing again.
+    points: list[Point | None] | None = None
 
 
 class Engine:
@@ -124,11 +128,14 @@ class Engine:
         return Point(self.problem, theta, data, raw, value, solver)
 
     def solve_batch(self, thetas: FloatArray, solver: str,
-                    on_error: Literal["raise", "record"] = "raise") -> BatchResult:
+                    on_error: Literal["raise", "record"] = "raise", *,
+                    keep: bool = False) -> BatchResult:
         """Solve at each column of θ̃ (shape (n_theta + 1, B)).
 
         Columns that share K (no parameter of P or M varies) share one
         factorization and are solved as one block with the direct backend.
+        The others are solved one by one; with ``keep``, their points (and
+        factorizations) are kept in the result's ``points``.
 
         Raises
         ------
@@ -136,10 +143,10 @@ class Engine:
             With ``on_error="raise"``, for the first failing item, naming its index.
         """
         with np.errstate(all="ignore"):  # non-finite results are caught explicitly
-            return self._solve_batch(thetas, solver, on_error)
+            return self._solve_batch(thetas, solver, on_error, keep)
 
     def _solve_batch(self, thetas: FloatArray, solver: str,
-                     on_error: Literal["raise", "record"]) -> BatchResult:
+                     on_error: Literal["raise", "record"], keep: bool) -> BatchResult:
         problem = self.problem
         size = thetas.shape[1]
         n, m = problem.n, problem.layout.rows
@@ -151,6 +158,7 @@ class Engine:
         status = [STATUS_OPTIMAL] * size
         errors: dict[int, str] = {}
         fact: Factorization | None = None
+        points: list[Point | None] | None = None
         backend = self.backend(solver)
         reuses = backend.reuses if isinstance(backend, ActiveSetBackend) else 0
         rows = np.arange(problem.m_eq, dtype=np.int64)
@@ -160,7 +168,8 @@ class Engine:
                 raise SolverError(f"scenario {i}: {exc}", exc.status) from None
             status[i], errors[i] = exc.status, str(exc)
 
-        if shared and isinstance(backend, DirectKKT):
+        # (a single column is "shared" too; kept, it is a point like any other)
+        if shared and isinstance(backend, DirectKKT) and not (keep and size == 1):
             data, k_values = self.data(np.ascontiguousarray(thetas[:, 0]))
             RHS = -problem.f.apply(thetas)
             _check_finite_block(RHS)
@@ -178,12 +187,15 @@ class Engine:
                     continue
                 X[:, i], Y[rows, i], accuracy[i] = x, Z[n:, i], verdict[0]
         else:
+            points = [None] * size if keep else None
             for i in range(size):
                 try:
                     point = self.solve(np.ascontiguousarray(thetas[:, i]), solver)
                 except SolverError as exc:
                     fail(i, exc)
                     continue
+                if points is not None:
+                    points[i] = point
                 X[:, i], Y[:, i] = point.x, point.y
                 values[i], accuracy[i] = point.value, point.raw.accuracy
                 active[point.raw.active, i] = True
@@ -192,7 +204,7 @@ class Engine:
                            status=status, errors=errors, rows=rows,
                            factorization=fact if shared else None,
                            factorizations=self.cache.count - before, active=active,
-                           warm_starts=warm)
+                           warm_starts=warm, points=points)
 
 
 def _check_finite(data: ProblemData) -> None:

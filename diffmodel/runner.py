@@ -23,14 +23,21 @@ import numpy as np
 
 from ._typing import BoolArray, FloatArray
 from .chunks import (
-    _SHIP_LOCK, ChunkResult, ChunkTask, adjoint_columns, problem_bytes, run_chunk, run_task,
+    _SHIP_LOCK,
+    ChunkResult,
+    ChunkTask,
+    adjoint_columns,
+    problem_bytes,
+    run_chunk,
+    run_task,
 )
 from .engine import BatchResult, Engine, _shares_k
 from .errors import ModelError, SolverError
 from .linalg import Factorization
+from .point import Point
 
 __all__ = ["Runner", "Execution", "ProgressBar", "TASK_SECONDS", "TASK_BYTES",
-           "PILOT_SECONDS", "PILOT_SCENARIOS"]
+           "PILOT_SECONDS", "PILOT_SCENARIOS", "KEEP_BYTES", "KEEP_MAX_DIM"]
 
 
 #: A chunk computes for at least about this many seconds, so that shipping
@@ -44,6 +51,15 @@ PILOT_SCENARIOS = 64
 #: the loss gradients of a backward pass): Dask warns about task graphs over
 #: 10 MB, and large messages stall the scheduler.
 TASK_BYTES = 4 * 2**20
+#: A batch solved in this process keeps its scenarios' points (solutions with
+#: their factorizations) when they fit in about this many bytes (estimated at
+#: 24 d² bytes for a KKT system of dimension d, as for a dense factorization):
+#: its derivatives then solve nothing again. Larger batches are solved again
+#: for their derivatives, scenario by scenario.
+KEEP_BYTES = 256 * 2**20
+#: ... and only for KKT systems of at most this dimension.
+KEEP_MAX_DIM = 1000
+
 # What each executor was sent: digest -> the Dask future of the scattered
 # bytes, or None for executors whose workers cache the bytes they receive.
 _SENT: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -191,6 +207,13 @@ class Runner:
 
     # ------------------------------------------------------------- solves
 
+    def _keeps(self, size: int) -> bool:
+        """Whether a batch of ``size`` scenarios keeps its points (see :data:`KEEP_BYTES`)."""
+        problem = self.engine.problem
+        dim = problem.n + problem.layout.rows
+        return (self.executor is None and dim <= KEEP_MAX_DIM
+                and 24 * dim * dim * size <= KEEP_BYTES)
+
     def solve(self, thetas: FloatArray, solver: str, on_error: Literal["raise", "record"],
               chunk_size: int | None) -> tuple[BatchResult, Execution]:
         """Solve every column of θ̃; chunks sized by a pilot unless ``chunk_size`` is given.
@@ -203,13 +226,14 @@ class Runner:
         """
         size = thetas.shape[1]
         bar = self._bar(size, "solve_batch")
+        keep = self._keeps(size)
         parts: list[ChunkResult] = []
         fact: Factorization | None = None
         t0 = time.perf_counter()
         try:
             done, per = 0, math.nan
             if chunk_size is None:
-                done, per, fact = self._pilot(thetas, solver, on_error, parts, bar)
+                done, per, fact = self._pilot(thetas, solver, on_error, parts, bar, keep)
                 chunk = max(1, math.ceil(TASK_SECONDS / per)) if per > 0 else size
                 chunk = min(chunk, max(1, TASK_BYTES // self.scenario_bytes))
             else:
@@ -218,13 +242,13 @@ class Runner:
             shipped = self.shipped
             tasks = [ChunkTask("solve", s, thetas[:, s: s + chunk], solver)
                      for s in range(done, size, chunk)]
-            results, shared = self._map(tasks, bar, on_error == "raise")
+            results, shared = self._map(tasks, bar, on_error == "raise", keep)
             parts.extend(results)
             fact = shared if fact is None else fact
         finally:
             bar.close()
         wall = time.perf_counter() - t0
-        result = self._assemble(thetas, solver, parts, fact)
+        result = self._assemble(thetas, solver, parts, fact, keep)
         if on_error == "raise" and result.errors:
             first = min(result.errors)
             raise SolverError(f"scenario {first}: {result.errors[first]}", result.status[first])
@@ -235,7 +259,7 @@ class Runner:
         return result, execution
 
     def _pilot(self, thetas: FloatArray, solver: str, on_error: str,
-               parts: list[ChunkResult], bar: ProgressBar
+               parts: list[ChunkResult], bar: ProgressBar, keep: bool
                ) -> tuple[int, float, Factorization | None]:
         """Chunks of 1, 2, 4, ... scenarios in this process; returns the scenarios
         done, the seconds per scenario of the last chunk, and a shared factorization."""
@@ -243,8 +267,9 @@ class Runner:
         per, fact = math.nan, None
         while done < size:
             k = min(step, size - done)
-            part, shared = run_task(self.engine, ChunkTask("solve", done, thetas[:, done: done + k],
-                                                        solver))
+            part, shared = run_task(self.engine, ChunkTask("solve", done,
+                                                           thetas[:, done: done + k], solver),
+                                    keep=keep)
             parts.append(part)
             fact = shared if fact is None else fact
             bar.update(k)
@@ -257,7 +282,7 @@ class Runner:
         return done, per, fact
 
     def _assemble(self, thetas: FloatArray, solver: str, parts: list[ChunkResult],
-                  fact: Factorization | None) -> BatchResult:
+                  fact: Factorization | None, keep: bool) -> BatchResult:
         problem = self.engine.problem
         size = thetas.shape[1]
         X, Y = np.full((problem.n, size), np.nan), np.full((problem.layout.rows, size), np.nan)
@@ -265,18 +290,23 @@ class Runner:
         active = np.zeros((problem.m_ineq, size), dtype=bool)
         status = ["not run"] * size
         errors: dict[int, str] = {}
+        points: list[Point | None] | None = [None] * size if keep else None
         for part in sorted(parts, key=lambda p: p.start):
             cols = slice(part.start, part.start + len(part.status))
             X[:, cols], Y[:, cols], values[cols], accuracy[cols], active[:, cols] = part.arrays
             status[cols] = part.status
             errors.update(part.errors)
+            if points is not None and part.points is not None:
+                points[cols] = part.points
         shared = problem.m_ineq == 0 and _shares_k(problem, thetas, solver)
         return BatchResult(
             thetas=thetas, X=X, Y=Y, values=values, accuracy=accuracy, status=status,
             errors=errors, rows=np.arange(problem.m_eq, dtype=np.int64),
             factorization=fact if shared and self.executor is None else None,
             factorizations=sum(p.factorizations for p in parts), active=active,
-            warm_starts=sum(p.warm_starts for p in parts))
+            warm_starts=sum(p.warm_starts for p in parts),
+            points=points if points is not None and any(p is not None for p in points)
+            else None)
 
     # ------------------------------------------------------- derivatives
 
@@ -301,7 +331,7 @@ class Runner:
                                                    (fact, rows, X[:, cols], Y[:, cols]))
                     bar.update(task.size)
                 return out
-            for part in self._map(tasks, bar, True)[0]:
+            for part in self._map(tasks, bar, True, points=result.points)[0]:
                 out[:, part.start: part.start + part.arrays[0].shape[1]] = part.arrays[0]
         finally:
             bar.close()
@@ -317,7 +347,7 @@ class Runner:
         DX, DY = np.empty((problem.n, size)), np.empty((problem.layout.rows, size))
         bar = self._bar(size, "derivative")
         try:
-            for part in self._map(tasks, bar, True)[0]:
+            for part in self._map(tasks, bar, True, points=result.points)[0]:
                 cols = slice(part.start, part.start + part.arrays[0].shape[1])
                 DX[:, cols], DY[:, cols] = part.arrays
         finally:
@@ -326,15 +356,20 @@ class Runner:
 
     # ---------------------------------------------------------- executing
 
-    def _map(self, tasks: list[ChunkTask], bar: ProgressBar, stop_on_failure: bool
+    def _map(self, tasks: list[ChunkTask], bar: ProgressBar, stop_on_failure: bool,
+             keep: bool = False, points: list[Point | None] | None = None
              ) -> tuple[list[ChunkResult], Factorization | None]:
         """Run the tasks (here or on the executor); results in any order, and the
         shared factorization of in-process solves. With ``stop_on_failure``,
-        chunks after a failing scenario are not run."""
+        chunks after a failing scenario are not run. In this process, solves
+        keep their points with ``keep``, and derivatives use ``points`` (the
+        batch's, by scenario) where given."""
         if self.executor is None:
             parts, fact = [], None
             for task in tasks:
-                part, shared = run_task(self.engine, task)
+                mine = (None if points is None else
+                        points[task.start: task.start + task.size])
+                part, shared = run_task(self.engine, task, keep=keep, points=mine)
                 parts.append(part)
                 fact = shared if fact is None else fact
                 bar.update(task.size)

@@ -81,6 +81,45 @@ def test_batch_with_a_varying_matrix_factors_each_item():
     assert batch.factorizations == 4
 
 
+@pytest.mark.parametrize("inequalities", [False, True], ids=["eq", "ineq"])
+def test_a_small_batch_keeps_its_points_and_differentiates_without_solving(
+        inequalities, monkeypatch):
+    """Scenarios that refactor keep their factorizations (batch small enough):
+    derivatives solve nothing again, and equal those of a batch that re-solves."""
+    import diffmodel.runner as runner_module
+
+    n, m, size = 7, 3, 5
+    x = cp.Variable(n, name="x")
+    A, q, b = cp.Parameter((m, n), name="A"), cp.Parameter(n, name="q"), cp.Parameter(m, name="b")
+    cons = {"eq": A @ x == b}
+    if inequalities:
+        cons["cap"] = x <= 0.3
+    model = dm.Model(cp.Minimize(cp.sum_squares(x) + q @ x), cons)
+    rng = np.random.default_rng(5)
+    values = {"A": rng.standard_normal((size, m, n)), "q": rng.standard_normal((size, n))}
+    x0 = rng.uniform(-0.2, 0.2, (size, n))  # feasible: A x0 = b with x0 below the caps
+    values["b"] = np.einsum("smn,sn->sm", values["A"], x0)
+    G, D = rng.standard_normal((size, n)), {"q": rng.standard_normal(n)}
+    kept = model.solve_batch(**values)
+    before = model.factorizations
+    grads, tangents = kept.backward({"x": G}), kept.derivative(D)
+    assert model.factorizations == before  # no scenario was solved again
+    monkeypatch.setattr(runner_module, "KEEP_BYTES", 0)
+    again = model.solve_batch(**values)
+    before = model.factorizations
+    ref, ref_tangents = again.backward({"x": G}), again.derivative(D)
+    assert model.factorizations >= before + 2 * size  # each scenario solved again, twice
+    for name in ref:
+        np.testing.assert_array_equal(grads[name], ref[name])
+    for name in ref_tangents:
+        np.testing.assert_array_equal(tangents[name], ref_tangents[name])
+    for i in range(size):  # and each equals its own solve's
+        sol = model.solve(**{k: v[i] for k, v in values.items()})
+        own = sol.backward({"x": G[i]})
+        for name in own:
+            np.testing.assert_allclose(grads[name][i], own[name], rtol=1e-12, atol=1e-12)
+
+
 def test_batch_errors_name_the_culprit():
     data = random_qp(5, 2, seed=5)
     model, _ = as_model(data)
