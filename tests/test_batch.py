@@ -145,3 +145,32 @@ def test_batch_item_failure_gives_its_index():
     assert info.value.status == "infeasible"
     sol = model.solve_batch(c=np.array([[1.0, 1.0], [2.0, 2.0]]))
     np.testing.assert_allclose(sol.primal["x"][:, 0], [1.0, 2.0])
+
+
+def test_warm_starts_back_off_on_unrelated_scenarios_and_come_back_on_related_ones(
+        monkeypatch):
+    """Trying the last active set costs factorizations: after a few misses in a
+    row it is only probed now and then, and a sweep of related scenarios wins
+    it back. The numbers never depend on it."""
+    n = 8
+    x = cp.Variable(n, name="x")
+    q, u = cp.Parameter(n, name="q"), cp.Parameter(n, name="u")
+    model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(x) + q @ x),
+                     {"cap": x <= u, "total": cp.sum(x) == 1})
+    backend = model._engine.backend("kkt")
+    tries = []
+    reverify = backend._reverify
+    monkeypatch.setattr(backend, "_reverify", lambda *args: tries.append(1) or reverify(*args))
+    rng = np.random.default_rng(8)
+    unrelated = {"q": rng.standard_normal((40, n)), "u": 0.05 + 0.5 * rng.random((40, n))}
+    batch = model.solve_batch(**unrelated)
+    misses = len(tries) - batch.warm_starts
+    # each success allows 3 misses in a row again; otherwise one probe in 8
+    assert 0 < misses <= 3 * (batch.warm_starts + 1) + 40 // 8 + 1
+    assert len(tries) <= 20  # out of 39 solves that could have tried
+    for i in (0, 17, 39):  # equal to solves that start from scratch
+        sol = model.solve(solver="osqp", **{k: v[i] for k, v in unrelated.items()})
+        np.testing.assert_allclose(batch.primal["x"][i], sol.primal["x"], atol=1e-10)
+    base = rng.standard_normal(n)
+    related = {"q": base + 1e-3 * rng.standard_normal((40, n)), "u": np.full((40, n), 0.3)}
+    assert model.solve_batch(**related).warm_starts >= 30

@@ -62,7 +62,9 @@ def _inequality(vary_G: bool) -> tuple[dm.Model, Values]:
     model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(x) + q @ x),
                      {"cap": lhs <= u, "floor": x >= -0.2, "total": cp.sum(x) == 1})
     rng = np.random.default_rng(5)
-    values = {"q": rng.standard_normal((S, n)), "u": 0.25 + 0.2 * rng.random((S, n))}
+    # Related scenarios (a sweep): the active set carries from one to the next.
+    values = {"q": rng.standard_normal(n) + 0.05 * rng.standard_normal((S, n)),
+              "u": 0.35 + 0.02 * rng.random((S, n))}
     if vary_G:
         values["a"] = 1.0 + 0.2 * rng.random((S, n))
     else:

@@ -87,6 +87,10 @@ class _Check(NamedTuple):
 _DENSE_G = 40_000
 #: OSQP's answer is read with this relative tolerance to guess the active set.
 _GUESS_TOL = 1e-6
+#: After this many failed warm starts in a row (each costs factorizations),
+#: the last active set is tried only once every _WARM_PROBE solves.
+_WARM_MISSES = 3
+_WARM_PROBE = 8
 
 
 class ActiveSetBackend:
@@ -122,6 +126,9 @@ class ActiveSetBackend:
         # The last verified point. Replaced whole, never mutated: a read by
         # another thread sees one consistent state.
         self._last: _State | None = None
+        # Warm starts that failed in a row, and solves that skipped one since.
+        self._misses = 0
+        self._skipped = 0
 
     def __reduce__(self) -> tuple[type[ActiveSetBackend], tuple[CompiledProblem, KKTCache, str]]:
         return (ActiveSetBackend, (self.problem, self.cache, self.name))
@@ -148,14 +155,16 @@ class ActiveSetBackend:
             # per value of P, cached; and OSQP is never given a nonconvex P).
             factor(self.cache, data, k_values, self._eq_rows)
         last = self._last
-        if self.name == "kkt" and last is not None:
+        if self.name == "kkt" and last is not None and self._warm_worth_trying():
             raw = self._reverify(data, k_values, last)
             if raw is None:
                 raw = self._polish(data, k_values, last.active, WARM_ACTIVE_SET_STEPS, 0)
             if raw is not None:
                 self.reuses += 1
+                self._misses = 0
                 self._remember(raw)
                 return raw
+            self._misses += 1
         result = self.runner.run(data, warm=None if last is None else (last.x, last.y))
         if result.status == STATUS_INFEASIBLE:
             raise self._infeasible(data, result.certificate)
@@ -173,6 +182,17 @@ class ActiveSetBackend:
                 STATUS_INACCURATE)
         self._remember(raw)
         return raw
+
+    def _warm_worth_trying(self) -> bool:
+        """Whether to start from the last active set: always, until it has failed
+        :data:`_WARM_MISSES` solves in a row (unrelated data, e.g. a batch of
+        independent problems); then once every :data:`_WARM_PROBE` solves, so
+        that related data win it back. (Counters shared by threads: a lost
+        update only shifts a probe.)"""
+        if self._misses < _WARM_MISSES:
+            return True
+        self._skipped += 1
+        return self._skipped % _WARM_PROBE == 0
 
     def _remember(self, raw: RawSolution) -> None:
         n = self.problem.n
