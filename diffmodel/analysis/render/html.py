@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import require
@@ -17,7 +18,7 @@ from .plots import draw, png
 if TYPE_CHECKING:  # pragma: no cover
     from ..results import SensitivityReport
 
-__all__ = ["report_html", "html_table"]
+__all__ = ["report_html", "html_table", "section_html"]
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
@@ -55,7 +56,9 @@ def html_table(table: Table) -> str:
     return "\n".join(out)
 
 
-def _section(sec: Section, report: SensitivityReport) -> str:
+def section_html(sec: Section, figures: Iterable[tuple[str, str, bytes]]) -> str:
+    """A section as HTML: its paragraphs (a list for the notes), tables, and
+    figures given as (key, title, PNG bytes), embedded as data URIs."""
     e = html.escape
     body = [f"<section><h{sec.level}>{e(sec.title)}</h{sec.level}>"]
     if sec.title == NOTES:
@@ -64,13 +67,18 @@ def _section(sec: Section, report: SensitivityReport) -> str:
     else:
         body.extend(f"<p>{e(p)}</p>" for p in sec.paragraphs)
     body.extend(html_table(t) for t in sec.tables)
-    for plot in sec.plots:
-        data = base64.b64encode(png(draw(plot, report))).decode("ascii")
-        body.append(f'<figure data-plot="{e(plot.key)}"><img alt="{e(plot.title)}" '
+    for key, title, image in figures:
+        data = base64.b64encode(image).decode("ascii")
+        body.append(f'<figure data-plot="{e(key)}"><img alt="{e(title)}" '
                     f'src="data:image/png;base64,{data}">'
-                    f"<figcaption>{e(plot.title)}</figcaption></figure>")
+                    f"<figcaption>{e(title)}</figcaption></figure>")
     body.append("</section>")
     return "\n".join(body)
+
+
+def _section(sec: Section, report: SensitivityReport) -> str:
+    return section_html(sec, ((plot.key, plot.title, png(draw(plot, report)))
+                              for plot in sec.plots))
 
 
 def report_html(report: SensitivityReport) -> str:

@@ -12,8 +12,6 @@ DataFrame or JSON (:mod:`.frames`' conventions).
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import require
 from .._common import IntArray
+from ..labels import entry_index
+from . import require
 from .content import NOTES, Section, Table, largest_first, num
 from .frames import _clean
-from .html import _CSS, html_table
+from .html import _CSS, section_html
 from .markdown import md_cell, md_table
 from .plots import png
 from .text import text_table
-from ..labels import entry_index
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -200,23 +198,10 @@ def scenario_markdown(report: ScenarioReport) -> str:
 def scenario_html(report: ScenarioReport) -> str:
     """The report as one HTML page, plots embedded as PNG (needs matplotlib)."""
     require("matplotlib", "writing a scenario report as HTML")
-    e = html.escape
     body = []
     for part in _parts(report):
-        sec = part.section
-        body.append(f"<section><h{sec.level}>{e(sec.title)}</h{sec.level}>")
-        if sec.title == NOTES:
-            body.append('<ul class="notes">' + "".join(f"<li>{e(p)}</li>"
-                                                       for p in sec.paragraphs) + "</ul>")
-        else:
-            body.extend(f"<p>{e(p)}</p>" for p in sec.paragraphs)
-        body.extend(html_table(t) for t in sec.tables)
-        for key in part.plots:
-            data = base64.b64encode(png(draw(key, report))).decode("ascii")
-            body.append(f'<figure data-plot="{key}"><img alt="{e(PLOTS[key])}" '
-                        f'src="data:image/png;base64,{data}">'
-                        f"<figcaption>{e(PLOTS[key])}</figcaption></figure>")
-        body.append("</section>")
+        body.append(section_html(part.section, (
+            (key, PLOTS[key], png(draw(key, report))) for key in part.plots)))
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<title>diffmodel scenario report</title>\n"
             f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body)
