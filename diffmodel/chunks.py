@@ -209,7 +209,8 @@ def adjoint_columns(engine: Engine, task: ChunkTask,
     idx = np.flatnonzero(task.ok)
     if idx.shape[0] == 0:
         return out
-    if block is None and problem.m_ineq == 0 and _shares_k(problem, thetas, task.solver):
+    if (block is None and points is None and problem.m_ineq == 0
+            and _shares_k(problem, thetas, task.solver)):
         res = _solve_columns(engine, thetas, task.solver)
         if res.factorization is not None:
             block = (res.factorization, res.rows, res.X, res.Y)
