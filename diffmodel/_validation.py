@@ -142,14 +142,27 @@ def _check_attributes(spec: ParamSpec, arr: FloatArray, label: str) -> None:
             raise ModelError(f"{label}: declared symmetric (or PSD/NSD), but the value is not "
                              "symmetric")
         if attr("PSD") or attr("NSD"):
-            low_eig = np.linalg.eigvalsh(0.5 * (arr + arr.T))
             sign = 1.0 if attr("PSD") else -1.0
+            if _semidefinite(sign * 0.5 * (arr + arr.T), _ATTR_TOL * max(scale, 1e-300)):
+                return
+            low_eig = np.linalg.eigvalsh(0.5 * (arr + arr.T))
             worst = float(np.min(sign * low_eig, initial=0.0))
             if worst < -_ATTR_TOL * max(scale, 1e-300):
                 kind = "positive" if attr("PSD") else "negative"
                 raise ModelError(
                     f"{label}: declared {'PSD' if attr('PSD') else 'NSD'}=True, but the value "
                     f"is not {kind} semidefinite (eigenvalue {sign * worst:.3g})")
+
+
+def _semidefinite(sym: FloatArray, tol: float) -> bool:
+    """Whether a Cholesky factorization of ``sym + tol·I`` exists: then no
+    eigenvalue of ``sym`` is below −tol (to rounding far below tol). A tenth
+    of an eigendecomposition's cost; when it fails, the eigenvalues decide."""
+    try:
+        np.linalg.cholesky(sym + tol * np.eye(sym.shape[0]))
+    except np.linalg.LinAlgError:
+        return False
+    return True
 
 
 def _pair(bounds: object) -> tuple[object, object]:
