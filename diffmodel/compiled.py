@@ -328,6 +328,12 @@ class CompiledProblem:
     def m_ineq(self) -> int:
         return self.layout.m_ineq
 
+    @property
+    def k_constant(self) -> bool:
+        """Whether K does not depend on the parameters (its factorizations serve
+        every solve over the same rows)."""
+        return int(self.k_theta.shape[0]) == 0
+
     def r(self, theta: FloatArray) -> FloatArray:
         """The objective's constant r(θ̃) (one per column for a block of θ̃)."""
         return np.asarray(self.r_value @ theta[self.r_index])

@@ -272,7 +272,7 @@ def _factor_rows(point: Point, rows: IntArray) -> Factorization:
     pattern = KKTPattern.build(problem.n, problem.P.indptr, problem.P.indices,
                                problem.M.indptr, problem.M.indices, rows)
     return Factorization(pattern, pattern.assemble(data.P_data, data.M_data),
-                         need_inertia=False)
+                         need_inertia=False, reused=problem.k_constant)
 
 
 @_quiet

@@ -67,7 +67,7 @@ class Point:
                     pattern = KKTPattern.build(problem.n, problem.P.indptr, problem.P.indices,
                                                problem.M.indptr, problem.M.indices, self.rows)
                     fact = Factorization(pattern, pattern.assemble(data.P_data, data.M_data),
-                                         need_inertia=False)
+                                         need_inertia=False, reused=problem.k_constant)
                     self.raw = self.raw._replace(factorization=fact)
         return fact
 

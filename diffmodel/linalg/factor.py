@@ -40,6 +40,8 @@ import scipy.sparse as sp
 
 from .._typing import FloatArray
 from ..tolerances import (
+    DENSE_LARGE_MAX_DIM,
+    DENSE_LARGE_MIN_DENSITY,
     DENSE_MAX_DIM,
     DENSE_MIN_DENSITY,
     EPS,
@@ -73,10 +75,9 @@ _DELTA_STEP = 1e-4
 _LDL_RUNGS = 2
 #: Largest dimension for which the fast path keeps K⁻¹ explicitly.
 _FAST_MAX_DIM = 200
-#: Up to this dimension K⁻¹ is formed with the factorization; above it, for
-#: the third solve (forming it costs about as much as a few solves).
+#: Up to this dimension K⁻¹ is formed with every fast-path factorization;
+#: above it, only with those expected to be reused (``reused``).
 _FAST_EAGER_DIM = 32
-_FAST_AFTER = 3
 _MAX = np.maximum.reduce
 #: Backward error at which the fast path accepts a solve without refining.
 _FAST_TARGET = 16 * EPS
@@ -102,7 +103,9 @@ def _use_dense(pattern: KKTPattern) -> bool:
     dim = pattern.dim
     if dim <= 64:
         return True
-    return dim <= DENSE_MAX_DIM and 2 * pattern.nnz >= DENSE_MIN_DENSITY * dim * dim
+    filled = 2 * pattern.nnz  # (both triangles, roughly)
+    return ((dim <= DENSE_MAX_DIM and filled >= DENSE_MIN_DENSITY * dim * dim)
+            or (dim <= DENSE_LARGE_MAX_DIM and filled >= DENSE_LARGE_MIN_DENSITY * dim * dim))
 
 
 class Factorization:
@@ -119,6 +122,10 @@ class Factorization:
         where it costs a copy of the factor.
     pool : SolverPool, optional
         Spare solvers of this pattern whose symbolic analysis can be reused.
+    reused : bool, default True
+        Whether this K is expected to serve many solves (K does not depend on
+        the parameters): only then does a dense K of more than a few dozen
+        rows get its explicit inverse for the fast path.
 
     Raises
     ------
@@ -136,7 +143,7 @@ class Factorization:
     """
 
     def __init__(self, pattern: KKTPattern, data: FloatArray, *, need_inertia: bool,
-                 pool: SolverPool | None = None) -> None:
+                 pool: SolverPool | None = None, reused: bool = True) -> None:
         self.pattern = pattern
         self.n, self.rows, self.dim = pattern.n, pattern.rows, pattern.dim
         # K̂ = S K S row-wise, scaled in place (one temporary at a time: this
@@ -184,11 +191,13 @@ class Factorization:
             self._fast = (self.kind == "dense" and 2 * cond * EPS <= EXTRA_TRIGGER
                           and self.dim <= _FAST_MAX_DIM
                           and bool(np.all((s >= 2.0**-100) & (s <= 2.0**100))))
+            # K⁻¹ costs more than a solve or two above a few dozen rows: it is
+            # formed only where this K is expected to serve many solves. (Fixed
+            # per problem, never by history: a repeated solve repeats its bits.)
+            self._fast = self._fast and (reused or self.dim <= _FAST_EAGER_DIM)
             self._fast_cond = cond
-            self._fast_solves = 0
-            self._fast_parts: tuple[FloatArray, FloatArray, FloatArray] | None = None
-            if self._fast and self.dim <= _FAST_EAGER_DIM:
-                self._fast_parts = self._fast_arrays()
+            self._fast_parts: tuple[FloatArray, FloatArray, FloatArray] | None = (
+                self._fast_arrays() if self._fast else None)
             return
         self._fast = False
         self._K, self._K_abs = K, K_abs
@@ -229,13 +238,6 @@ class Factorization:
         refinement with exact residuals after it.
         """
         fast = self._fast_parts if self._fast else None
-        if self._fast and fast is None:
-            # A larger K⁻¹ costs more than a solve or two: it is formed for the
-            # third solve with this factorization (and the later ones), so that a
-            # factorization solved once or twice (a batch item) never pays for it.
-            self._fast_solves += 1
-            if self._fast_solves >= _FAST_AFTER:
-                fast = self._fast_parts = self._fast_arrays()
         if fast is not None:
             inv, K_user, K_user_abs = fast
             # Small, well-conditioned, dense: one product with K⁻¹ is usually

@@ -84,7 +84,8 @@ class KKTCache:
             return latest[1]
         pattern, pool = self.pattern(rows)
         fact = Factorization(pattern, pattern.assemble(data.P_data, data.M_data),
-                             need_inertia=need_inertia, pool=pool)
+                             need_inertia=need_inertia, pool=pool,
+                             reused=self.problem.k_constant)
         with self._lock:
             self.count += 1
             if key in self._entries:
