@@ -621,6 +621,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="n = 10, batch 8: a smoke run")
     parser.add_argument("--tools", nargs="*", default=list(TOOLS), help="tools to run")
     parser.add_argument("--sizes", nargs="*", type=int, default=None, help="values of n")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the rows of these tools and sizes in the existing "
+                             "benchmarks/layers.json, keep the others, and rewrite layers.md")
     parser.add_argument("--group", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.group:
@@ -642,6 +645,13 @@ def main() -> None:
                       f"{time.perf_counter() - t0:6.1f} s  "
                       + "  ".join(_cell(r) for r in got), file=sys.stderr, flush=True)
     env["threads"] += f" Load average after the run {os.getloadavg()[0]:.2f}."
+    if args.merge:  # the other tools' and sizes' rows from the previous run
+        previous = json.loads((HERE / "layers.json").read_text(encoding="utf-8"))
+        kept = [r for r in previous["rows"]
+                if not (r["tool"] in args.tools and r["n"] in sizes)]
+        rows = kept + rows
+        env["threads"] += (f" Rows of {', '.join(args.tools)} at n = "
+                           f"{', '.join(map(str, sizes))} rerun on {env['date']}.")
     table, targets = report(rows, env)
     print(table)
     if not args.quick:
