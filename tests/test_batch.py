@@ -174,3 +174,19 @@ def test_warm_starts_back_off_on_unrelated_scenarios_and_come_back_on_related_on
     base = rng.standard_normal(n)
     related = {"q": base + 1e-3 * rng.standard_normal((40, n)), "u": np.full((40, n), 0.3)}
     assert model.solve_batch(**related).warm_starts >= 30
+
+
+def test_a_bar_that_cannot_show_is_not_made(capsys):
+    """progress=None on a stderr that is not a terminal (as here), False, or no
+    work: a no-op bar (a tqdm object costs more than a small solve); True: tqdm."""
+    from tqdm import tqdm
+
+    from diffmodel.analysis._common import NullBar, progress_bar
+
+    for total, progress in ((10, None), (10, False), (0, True)):
+        assert isinstance(progress_bar(total, "work", progress), NullBar)
+    bar = progress_bar(3, "work", True)
+    assert isinstance(bar, tqdm)
+    bar.update(3)
+    bar.close()
+    assert "work" in capsys.readouterr().err

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, NoReturn
 import numpy as np
 from tqdm import tqdm
 
+from .._packing import Packer
 from .._typing import BoolArray, FloatArray, IntArray
 from ..engine import Engine
 from ..errors import ModelError
 from ..point import Point
-from .._packing import Packer
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis sits below the solution
     from ..solution import Solution
@@ -131,7 +131,20 @@ def check_progress(progress: object, call: str) -> bool | None:
     return progress
 
 
-def progress_bar(total: int, desc: str, progress: bool | None) -> tqdm[NoReturn]:
+class NullBar:
+    """A progress bar that shows nothing (tqdm's ``update`` and ``close``)."""
+
+    def update(self, n: float | None = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NULL_BAR = NullBar()
+
+
+def progress_bar(total: int, desc: str, progress: bool | None) -> tqdm[NoReturn] | NullBar:
     """A tqdm progress bar on stderr.
 
     Parameters
@@ -146,11 +159,21 @@ def progress_bar(total: int, desc: str, progress: bool | None) -> tqdm[NoReturn]
 
     Returns
     -------
-    tqdm
-        Call ``update(n)`` as work is done and ``close()`` at the end.
+    tqdm or NullBar
+        Call ``update(n)`` as work is done and ``close()`` at the end. A bar
+        that can never show (``progress=False``, no work, or None with stderr
+        not a terminal) is a :class:`NullBar`: a tqdm object costs tens of
+        microseconds to make, more than a small solve.
     """
-    disable: bool | None = None if progress is None else not progress
-    if total <= 0:
-        disable = True
-    return tqdm(total=total, desc=desc, file=sys.stderr, disable=disable,
+    if progress is False or total <= 0 or (progress is None and not _is_terminal()):
+        return _NULL_BAR
+    return tqdm(total=total, desc=desc, file=sys.stderr,
+                disable=None if progress is None else False,
                 delay=PROGRESS_DELAY if progress is None else 0.0, leave=True)
+
+
+def _is_terminal() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
