@@ -34,7 +34,8 @@ EXAMPLES = ROOT / "examples"
 REPORTS = DOCS / "reports.md"
 
 #: Markdown files of the repository shown as site pages: repository path -> page.
-INCLUDED = {"benchmarks/results.md": "benchmarks/results.md"}
+INCLUDED = {f"benchmarks/{name}.md": f"benchmarks/{name}.md"
+            for name in ("results", "layers", "sweeps", "inequalities")}
 
 #: An inline Markdown link or image target: ``](target)`` or ``](target "title")``.
 LINK = re.compile(r"(?P<open>\]\()(?P<target>[^()\s]+)(?P<close>(?:\s+\"[^\"]*\")?\))")
