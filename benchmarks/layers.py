@@ -601,14 +601,9 @@ def environment() -> dict[str, Any]:
             versions.append(f"{module} {getattr(mod, '__version__', '?')}")
         except ImportError:
             versions.append(f"{module} not installed")
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine import cpu_name
+
+    cpu = cpu_name()
     threads = ("BLAS threads: OPENBLAS_NUM_THREADS="
                f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, load average before the "
                f"run {os.getloadavg()[0]:.2f}.")

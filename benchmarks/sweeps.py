@@ -53,8 +53,8 @@ import psutil  # noqa: E402  (comes with dask.distributed)
 import scipy  # noqa: E402
 
 import diffmodel as dm  # noqa: E402
-from diffmodel.runner import Execution  # noqa: E402
 from diffmodel.parallel import CostModel, local_cluster, measure  # noqa: E402
+from diffmodel.runner import Execution  # noqa: E402
 from diffmodel.testing import QPData, banded_qp  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -280,15 +280,9 @@ def bench(quick: bool) -> dict[str, Any]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    from machine import cpu_name
+
+    return (f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"NumPy {np.__version__}, SciPy {scipy.__version__}, diffmodel {dm.__version__}")
 
 
