@@ -195,6 +195,10 @@ class ActiveSetBackend:
         return self._skipped % _WARM_PROBE == 0
 
     def _remember(self, raw: RawSolution) -> None:
+        last = self._last
+        if last is not None and raw.rows is last.rows:  # the same active set, re-verified
+            self._last = last._replace(x=raw.x, y=raw.y)
+            return
         n = self.problem.n
         in_set = np.zeros(self.problem.m_ineq, dtype=bool)
         in_set[raw.active] = True
@@ -213,16 +217,20 @@ class ActiveSetBackend:
             return None
         problem, n, m_eq = self.problem, self.problem.n, self.problem.m_eq
         fact = factor(self.cache, data, k_values, last.rows)
-        z, omega, _, estimate = fact.solve(data.rhs[last.gather])
+        rhs = data.rhs[last.gather]
+        z, omega, _, estimate = fact.solve(rhs)
         if fact.singular:
             return None
         accuracy, unique = accept(problem, data, fact, last.rows, omega, estimate)
         slack, size = self._slack(data, z[:n])
-        z_hat = float(np.max(np.abs(z / fact.scale), initial=0.0))
+        z_hat = float(np.abs(z / fact.scale).max())  # (z has n ≥ 1 entries)
         lam_hat = z[n + m_eq:] / fact.scale[n + m_eq:]
         tol = max(DEGENERATE_TOL, 100.0 * accuracy)  # clear of degeneracy, not only feasible
-        outside = ~last.in_set
-        if (lam_hat <= tol * z_hat).any() or (slack[outside] <= tol * size[outside]).any():
+        if lam_hat.shape[0] and float(lam_hat.min()) <= tol * z_hat:
+            return None
+        loose = slack <= tol * size
+        loose &= ~last.in_set
+        if loose.any():
             return None
         y = np.zeros(problem.layout.rows)
         y[last.rows] = z[n:]
@@ -230,7 +238,7 @@ class ActiveSetBackend:
         x.flags.writeable = False
         y.flags.writeable = False
         return RawSolution(x, y, last.rows, fact, omega, accuracy, unique, 0,
-                           objective(data.rhs[last.gather], z), last.active)
+                           objective(rhs, z), last.active)
 
     def _guess(self, data: ProblemData, x: FloatArray, y: FloatArray) -> IntArray:
         """Rows with a clearly positive multiplier or a negligible slack in OSQP's point."""
