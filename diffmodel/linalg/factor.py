@@ -64,7 +64,7 @@ from .accuracy import (
 )
 from .kernels import DenseEigen, DenseLDL, Kernel, RegularizedLDL, SolverPool, SparseLU
 from .kkt import KKTPattern
-from .scaling import row_max, ruiz
+from .scaling import row_max, ruiz, ruiz_dense
 
 __all__ = ["Factorization", "Refined", "SolverPool"]
 
@@ -148,26 +148,31 @@ class Factorization:
         self.n, self.rows, self.dim = pattern.n, pattern.rows, pattern.dim
         # K̂ = S K S row-wise, scaled in place (one temporary at a time: this
         # sets the solve's peak memory on large problems).
-        kfull = data[pattern.full_src]
         full_rows = pattern.full_rows()
-        s = ruiz(pattern.full_indptr, pattern.full_indices, kfull, full_rows)
-        self.scale = s
-        kfull *= s[full_rows]
-        kfull *= s[pattern.full_indices]
-        abs_full = np.abs(kfull)
-        self.row_norm = row_max(pattern.full_indptr, abs_full, self.dim)
         dense_path = _use_dense(pattern)
         if dense_path:  # K̂ straight into a dense array: no sparse matrices at all
             dense = np.zeros((self.dim, self.dim))
-            dense[full_rows, pattern.full_indices] = kfull
+            dense[full_rows, pattern.full_indices] = data[pattern.full_src]
             dense_abs = np.abs(dense)
+            s = ruiz_dense(dense_abs)
+            for arr in (dense, dense_abs):  # (kᵢⱼ sᵢ) sⱼ, as on the sparse path
+                arr *= s[:, None]
+                arr *= s[None, :]
+            self.row_norm = dense_abs.max(axis=1)
             self.norm = float(np.max(dense_abs.sum(axis=1), initial=0.0))
         else:
+            kfull = data[pattern.full_src]
+            s = ruiz(pattern.full_indptr, pattern.full_indices, kfull, full_rows)
+            kfull *= s[full_rows]
+            kfull *= s[pattern.full_indices]
+            abs_full = np.abs(kfull)
+            self.row_norm = row_max(pattern.full_indptr, abs_full, self.dim)
             shape = (self.dim, self.dim)
             K = sp.csr_matrix((kfull, pattern.full_indices, pattern.full_indptr), shape=shape)
             K_abs = sp.csr_matrix((abs_full, pattern.full_indices, pattern.full_indptr),
                                   shape=shape)
             self.norm = float(np.max(K_abs @ np.ones(self.dim), initial=0.0))
+        self.scale = s
         del full_rows
         self._lock = threading.Lock()  # the kernel ladder and the exact residual
         self._cond_lock = threading.Lock()  # the condition estimate (which may need both)

@@ -26,7 +26,7 @@ import numpy as np
 from .._typing import FloatArray, IntArray
 from ..tolerances import RUIZ_MAX_ITER, RUIZ_TOL
 
-__all__ = ["row_max", "ruiz"]
+__all__ = ["row_max", "ruiz", "ruiz_dense"]
 
 
 
@@ -70,6 +70,31 @@ def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray,
     bound = np.log2(1.0 + RUIZ_TOL)
     for _ in range(RUIZ_MAX_ITER):
         rmax = row_max(indptr, absdata * s[rows] * s[indices], dim)
+        live = rmax > 0
+        if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
+            break
+        s[live] = _power_of_two(s[live] / np.sqrt(rmax[live]))
+    return s
+
+
+def ruiz_dense(abs_k: FloatArray) -> FloatArray:
+    """:func:`ruiz` for a dense symmetric matrix given as ``|K|`` (same factors).
+
+    The products are formed in the same order, (|kᵢⱼ| sᵢ) sⱼ, so the factors
+    equal those of the sparse version bit for bit; a dense row maximum is
+    several times faster than a segmented one for the small dense systems
+    that take this path.
+    """
+    dim = abs_k.shape[0]
+    s = np.ones(dim)
+    if dim == 0:
+        return s
+    bound = np.log2(1.0 + RUIZ_TOL)
+    scaled = np.empty_like(abs_k)
+    for _ in range(RUIZ_MAX_ITER):
+        np.multiply(abs_k, s[:, None], out=scaled)
+        scaled *= s[None, :]
+        rmax = scaled.max(axis=1)
         live = rmax > 0
         if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
             break
