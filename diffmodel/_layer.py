@@ -24,7 +24,7 @@ from ._typing import FloatArray
 from ._validation import check_array
 from .errors import ModelError, SolverError
 from .model import Model
-from .solution import BatchSolution
+from .solution import BatchSolution, Solution
 
 __all__ = ["Call", "NumpyLayer", "Solved", "require"]
 
@@ -85,12 +85,14 @@ class Solved:
 
     ``outputs`` are arrays by output name, shape (B, *shape), or (*shape) for an
     unbatched call; ``chunks`` are ((start, stop), BatchSolution) pairs covering
-    the batch (one chunk unless ``n_jobs`` > 1).
+    the batch (one chunk unless ``n_jobs`` > 1); an unbatched call with inputs
+    has its :class:`Solution` in ``single`` instead (no batch machinery).
     """
 
     call: Call
     outputs: dict[str, FloatArray]
     chunks: tuple[tuple[tuple[int, int], BatchSolution], ...]
+    single: Solution | None = None
 
 
 class _BlasLimit:
@@ -247,6 +249,12 @@ class NumpyLayer:
             From :meth:`Model.solve_batch`, which validates every value.
         """
         values = dict(zip(call.names, arrays))
+        if call.size is None and values:  # one item: a plain solve, nothing batched
+            with _BLAS_LIMIT(self.blas_threads):
+                sol = self.model._solve_detached(values, "layer()")
+            return Solved(call, {name: np.array((sol.primal if name in self._primal
+                                                 else sol.dual)[name])
+                                 for name in self.outputs}, (), sol)
         if call.size is None:  # a batch of one, every value with a new leading axis
             values = self._one_item(values)
             sliced, size = set(values), 1
@@ -340,6 +348,13 @@ class NumpyLayer:
         if not any(wanted):
             return [None] * len(call.names)
         given = {k: v for k, v in grads.items() if v is not None}
+        if solved.single is not None:
+            with _BLAS_LIMIT(self.blas_threads):
+                found = solved.single.backward(
+                    {k: v for k, v in given.items() if k in self._primal},
+                    {k: v for k, v in given.items() if k not in self._primal})
+            return [None if not want else found[name][None] if per_item else found[name]
+                    for name, want in zip(call.names, wanted)]
         if call.size is None:
             given = {k: v[None] for k, v in given.items()}
 

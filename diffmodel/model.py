@@ -301,6 +301,28 @@ class Model:
         self._latest, self._last_failure = sol, None
         return sol
 
+    def _solve_detached(self, values: Mapping[str, ArrayLike], call: str) -> Solution:
+        """A solve at these values that changes nothing: not ``Parameter.value``,
+        ``Variable.value`` nor the latest solution, and warns of nothing (the
+        caller decides). The single-item path of the layers.
+
+        Raises
+        ------
+        ModelError, SolverError
+            As :meth:`solve`, with ``call`` naming the caller in messages.
+        """
+        t0 = time.perf_counter()
+        theta, _ = self._packer.theta(values, self._current_value, call)
+        t1 = time.perf_counter()
+        try:
+            point = self._engine.solve(theta, self._solver)
+        except SolverError as exc:
+            raise self._in_model_terms(exc) from None
+        t2 = time.perf_counter()
+        return Solution.from_point(point, self._packer, self._engine,
+                                   {"setup": t1 - t0, "solve": t2 - t1,
+                                    "total": time.perf_counter() - t0})
+
     def _in_model_terms(self, exc: SolverError) -> SolverError:
         if self._problem.layout.sign < 0 and exc.status == "unbounded":
             # The compiled problem minimizes −g; the model maximizes g.

@@ -240,19 +240,22 @@ def test_blas_threads_are_limited_during_a_call_and_restored() -> None:
 
     model = qp_model()
     seen: list[dict[str, int]] = []
-    solve_batch = model.solve_batch
+    # Batched calls solve through solve_batch, single items through a plain solve.
+    for method in ("solve_batch", "_solve_detached"):
+        def spy(*args: Any, _original: Any = getattr(model, method), **values: Any) -> Any:
+            seen.append(blas())
+            return _original(*args, **values)
 
-    def spy(**values: Any) -> Any:
-        seen.append(blas())
-        return solve_batch(**values)
-
-    model.solve_batch = spy  # type: ignore[method-assign]
+        setattr(model, method, spy)
     before = blas()
-    Layer(model)(**tensors(qp_values(0)))
-    assert seen[-1] and set(seen[-1].values()) == {1}
-    assert blas() == before
-    Layer(model, blas_threads=None)(**tensors(qp_values(0)))
-    assert seen[-1] == before
+    for inputs in (tensors(qp_values(0)), tensors(batch_values(0, 3, ("q",)))):
+        seen.clear()
+        Layer(model)(**inputs)
+        assert seen and set(seen[-1].values()) == {1}
+        assert blas() == before
+        seen.clear()
+        Layer(model, blas_threads=None)(**inputs)
+        assert seen[-1] == before
     with pytest.raises(dm.ModelError, match="blas_threads must be a positive integer"):
         Layer(model, blas_threads=0)
 
