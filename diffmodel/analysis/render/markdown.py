@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .content import NOTES, Table, sections
+from .content import NOTES, Section, Table, sections
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..results import SensitivityReport
 
-__all__ = ["report_markdown", "md_cell", "md_table"]
+__all__ = ["report_markdown", "md_cell", "md_table", "sections_markdown"]
 
 
 def md_cell(text: str) -> str:
@@ -46,8 +47,14 @@ def report_markdown(report: SensitivityReport) -> str:
     str
         ``#`` headings by level, paragraphs (notes as a list) and pipe tables.
     """
+    return sections_markdown(sections(report))
+
+
+def sections_markdown(secs: Iterable[Section]) -> str:
+    """Sections as Markdown: ``#`` headings by level, paragraphs (the notes as
+    a list) and pipe tables. Every report's Markdown rendering."""
     parts = []
-    for sec in sections(report):
+    for sec in secs:
         parts.append(f"{'#' * sec.level} {md_cell(sec.title)}")
         bullets = sec.title == NOTES
         parts.extend(f"- {md_cell(p)}" if bullets else md_cell(p) for p in sec.paragraphs)

@@ -25,9 +25,9 @@ from . import require
 from .content import NOTES, Section, Table, largest_first, num
 from .frames import _clean
 from .html import _CSS, section_html
-from .markdown import md_cell, md_table
+from .markdown import sections_markdown
 from .plots import png
-from .text import text_table
+from .text import sections_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -45,8 +45,6 @@ PLOTS = {"distribution": "∂f*/∂θ across the scenarios",
          "binding": "how often the inequality rows bind"}
 #: Failed scenarios listed by name in the notes (the others are counted).
 FAILURES_SHOWN = 5
-
-_UNDERLINE = {1: "=", 2: "-", 3: "·"}
 
 
 @dataclass
@@ -175,24 +173,12 @@ def sections(report: ScenarioReport) -> list[Section]:
 
 def scenario_text(report: ScenarioReport) -> str:
     """The report as plain text for a terminal."""
-    out = []
-    for sec in sections(report):
-        out.append(f"{sec.title}\n{_UNDERLINE[sec.level] * len(sec.title)}")
-        bullets = sec.title == NOTES
-        out.extend(f"- {p}" if bullets else p for p in sec.paragraphs)
-        out.extend(text_table(t) for t in sec.tables)
-    return "\n\n".join(out) + "\n"
+    return sections_text(sections(report))
 
 
 def scenario_markdown(report: ScenarioReport) -> str:
     """The report as Markdown: headings, paragraphs and pipe tables (no plots)."""
-    out = []
-    for sec in sections(report):
-        out.append(f"{'#' * sec.level} {md_cell(sec.title)}")
-        bullets = sec.title == NOTES
-        out.extend(f"- {md_cell(p)}" if bullets else md_cell(p) for p in sec.paragraphs)
-        out.extend(md_table(t) for t in sec.tables)
-    return "\n\n".join(out) + "\n"
+    return sections_markdown(sections(report))
 
 
 def scenario_html(report: ScenarioReport) -> str:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .content import NOTES, Table, range_table, sections, sweep_table
+from .content import NOTES, Section, Table, range_table, sections, sweep_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..ranging import ParameterRange
     from ..results import SensitivityReport
     from ..whatif import Sweep
 
-__all__ = ["report_text", "sweep_text", "range_text", "text_table"]
+__all__ = ["report_text", "sweep_text", "range_text", "text_table", "sections_text"]
 
 _UNDERLINE = {1: "=", 2: "-", 3: "·"}
 
@@ -55,8 +55,14 @@ def report_text(report: SensitivityReport) -> str:
     str
         Underlined titles, paragraphs and aligned tables.
     """
+    return sections_text(sections(report))
+
+
+def sections_text(secs: Iterable[Section]) -> str:
+    """Sections as plain text: underlined titles, paragraphs (the notes as a
+    list) and aligned tables. Every report's text rendering."""
     parts = []
-    for sec in sections(report):
+    for sec in secs:
         parts.append(f"{sec.title}\n{_UNDERLINE[sec.level] * len(sec.title)}")
         bullets = sec.title == NOTES
         parts.extend(f"- {p}" if bullets else p for p in sec.paragraphs)
