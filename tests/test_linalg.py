@@ -171,3 +171,31 @@ def test_dense_ruiz_gives_the_sparse_factors_bit_for_bit() -> None:
         sparse = ruiz(K.indptr, K.indices, K.data.copy(), rows)
         dense = ruiz_dense(np.abs(K.toarray()))
         np.testing.assert_array_equal(dense, sparse)
+
+
+@pytest.mark.parametrize("vary_A", [False, True], ids=["A constant", "A parameter"])
+def test_large_dense_kkt_is_exact_with_rows_and_columns_scaled_by_1e6(vary_A: bool) -> None:
+    """A mostly dense KKT system of 450 rows takes LAPACK's dense path; with the
+    variables and rows scaled by powers of two over 2^±20 (about 1e±6) it still
+    gives the solution known by construction, in the user's units."""
+    from diffmodel.testing import QPData
+
+    rng = np.random.default_rng(23)
+    n, m = 300, 150
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    P0 = (U * rng.uniform(1.0, 4.0, n)) @ U.T
+    P0 = 0.5 * (P0 + P0.T)
+    A0 = rng.standard_normal((m, n)) / np.sqrt(n) + 2.0 * np.eye(m, n)
+    x0, nu0 = rng.standard_normal(n), rng.standard_normal(m)
+    q0, b0 = -(P0 @ x0 + A0.T @ nu0), A0 @ x0
+    D = 2.0 ** rng.integers(-20, 21, n)  # exact scalings: the scaled data are exact too
+    E = 2.0 ** rng.integers(-20, 21, m)
+    data = QPData("dense-scaled", sp.csc_matrix(D[:, None] * P0 * D[None, :]), D * q0,
+                  sp.csc_matrix(E[:, None] * A0 * D[None, :]), E * b0)
+    model, values = as_model(data, parameters=("q", "b", "A") if vary_A else ("q", "b"))
+    sol = model.solve(**values)
+    fact = sol._point.factorization
+    assert fact.dim == n + m > 400 and fact.kind == "dense"
+    # x = D⁻¹x₀ and ν = E⁻¹ν₀, to working accuracy
+    np.testing.assert_allclose(D * sol.primal["x"], x0, rtol=0, atol=1e-10 * np.abs(x0).max())
+    np.testing.assert_allclose(E * sol.dual["eq"], nu0, rtol=0, atol=1e-10 * np.abs(nu0).max())
