@@ -199,3 +199,25 @@ def test_large_dense_kkt_is_exact_with_rows_and_columns_scaled_by_1e6(vary_A: bo
     # x = D⁻¹x₀ and ν = E⁻¹ν₀, to working accuracy
     np.testing.assert_allclose(D * sol.primal["x"], x0, rtol=0, atol=1e-10 * np.abs(x0).max())
     np.testing.assert_allclose(E * sol.dual["eq"], nu0, rtol=0, atol=1e-10 * np.abs(nu0).max())
+
+
+@pytest.mark.parametrize("size", [7, 40, 300])
+def test_dense_ldl_inertia_and_solve_match_the_eigenvalues(size: int) -> None:
+    """The blocked Bunch–Kaufman kernel: inertia as counted from its 1×1 and
+    2×2 pivots equals the eigenvalues' signs; its solve is exact to roundoff."""
+    from diffmodel.linalg.kernels import DenseLDL
+
+    rng = np.random.default_rng(size)
+    n = size * 2 // 3
+    M = rng.standard_normal((n, n))
+    P = 1e-3 * (M @ M.T)  # small against A: Bunch–Kaufman pairs rows in 2×2 pivots
+    A = rng.standard_normal((size - n, n))
+    K = np.block([[P, A.T], [A, np.zeros((size - n, size - n))]])
+    K[:2, :2] -= np.eye(2)  # and negative curvature, so that either sign occurs
+    ldl = DenseLDL(K.copy())
+    assert np.any(ldl.ipiv < 0)  # the case has 2×2 pivots
+    lam = np.linalg.eigvalsh(K)
+    assert ldl.inertia() == (int(np.sum(lam > 0)), int(np.sum(lam < 0)))
+    rhs = rng.standard_normal(size)
+    z = ldl.solve(rhs)
+    assert np.linalg.norm(K @ z - rhs) <= 1e-12 * np.linalg.norm(K, 1) * np.linalg.norm(z)

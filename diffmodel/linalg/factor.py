@@ -148,11 +148,9 @@ class Factorization:
         self.n, self.rows, self.dim = pattern.n, pattern.rows, pattern.dim
         # K̂ = S K S row-wise, scaled in place (one temporary at a time: this
         # sets the solve's peak memory on large problems).
-        full_rows = pattern.full_rows()
         dense_path = _use_dense(pattern)
         if dense_path:  # K̂ straight into a dense array: no sparse matrices at all
-            dense = np.zeros((self.dim, self.dim))
-            dense[full_rows, pattern.full_indices] = data[pattern.full_src]
+            dense = pattern.dense(data)
             dense_abs = np.abs(dense)
             s = ruiz_dense(dense_abs)
             for arr in (dense, dense_abs):  # (kᵢⱼ sᵢ) sⱼ, as on the sparse path
@@ -161,6 +159,7 @@ class Factorization:
             self.row_norm = dense_abs.max(axis=1)
             self.norm = float(np.max(dense_abs.sum(axis=1), initial=0.0))
         else:
+            full_rows = pattern.full_rows()
             kfull = data[pattern.full_src]
             s = ruiz(pattern.full_indptr, pattern.full_indices, kfull, full_rows)
             kfull *= s[full_rows]
@@ -172,8 +171,8 @@ class Factorization:
             K_abs = sp.csr_matrix((abs_full, pattern.full_indices, pattern.full_indptr),
                                   shape=shape)
             self.norm = float(np.max(K_abs @ np.ones(self.dim), initial=0.0))
+            del full_rows
         self.scale = s
-        del full_rows
         self._lock = threading.Lock()  # the kernel ladder and the exact residual
         self._cond_lock = threading.Lock()  # the condition estimate (which may need both)
         self._cond: float | None = None

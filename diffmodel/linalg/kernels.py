@@ -8,6 +8,7 @@ its ``delta`` says by how much it differs.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from typing import Protocol
@@ -110,14 +111,26 @@ class SparseLU:
             return self._lu.solve(rhs)
 
 
+@functools.lru_cache(maxsize=64)
+def _sytrf_workspace(size: int) -> int:
+    """LAPACK's optimal workspace for ``dsytrf`` of order ``size``.
+
+    SciPy's wrapper defaults to the minimal workspace, with which LAPACK falls
+    back to its unblocked algorithm: 2–2.5× slower from order 300 on.
+    """
+    lwork, info = lapack.dsytrf_lwork(size, lower=0)
+    return max(int(lwork), 1) if info == 0 else max(size, 1)
+
+
 class DenseLDL:
-    """LAPACK's Bunch–Kaufman LDLᵀ of a dense K̂."""
+    """LAPACK's Bunch–Kaufman LDLᵀ of a dense K̂ (blocked, with the optimal workspace)."""
 
     exact = True
     delta = 0.0
 
     def __init__(self, dense: FloatArray) -> None:
-        ldu, ipiv, info = lapack.dsytrf(dense, lower=0)
+        ldu, ipiv, info = lapack.dsytrf(dense, lower=0,
+                                        lwork=_sytrf_workspace(dense.shape[0]))
         self.ldu, self.ipiv = ldu, ipiv
         self.singular = info > 0
 
@@ -127,20 +140,12 @@ class DenseLDL:
 
     def inertia(self) -> tuple[int, int]:
         """Signs of D: 1×1 pivots by their sign, each 2×2 block one of each."""
-        d = np.diag(self.ldu)
-        ipiv = self.ipiv
-        pos = neg = 0
-        k = ipiv.shape[0] - 1
-        while k >= 0:  # upper storage: 2×2 blocks end at k with ipiv[k] = ipiv[k-1] < 0
-            if ipiv[k] > 0:
-                pos += d[k] > 0
-                neg += d[k] < 0
-                k -= 1
-            else:
-                pos += 1
-                neg += 1
-                k -= 2
-        return int(pos), int(neg)
+        # A 2×2 block occupies two entries of ipiv, both negative; its
+        # determinant is negative, so it adds one eigenvalue of each sign.
+        one = self.ipiv > 0
+        d = np.diag(self.ldu)[one]
+        blocks = (self.ipiv.shape[0] - int(np.count_nonzero(one))) // 2
+        return int(np.count_nonzero(d > 0)) + blocks, int(np.count_nonzero(d < 0)) + blocks
 
     def inverse_norm(self, anorm: float) -> float:
         rcond, _ = lapack.dsycon(self.ldu, self.ipiv, anorm, lower=0)
