@@ -784,6 +784,45 @@ def test_small_changes_keep_the_active_set(seed: int) -> None:
                  "dℓ/dG after the moves")
 
 
+def _assert_constructed_solution(case: Case, sol: dm.Solution, what: str) -> None:
+    ref = solve_active_set(case.qp_for(case.values), np.concatenate(
+        [case.active["le"], case.active["ge"]]))
+    assert_close(sol.primal["x"], ref.x, REF_RTOL, f"{what}: x")
+    duals = case.duals(ref)
+    for name in ("eq", *INEQ):
+        assert_close(sol.dual[name], duals[name], REF_RTOL, f"{what}: dual {name}")
+    for name in INEQ:
+        assert_mask(sol.active[name], case.active[name], f"{what}: active {name}")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_first_solve_settles_from_the_empty_set_without_osqp(seed: int) -> None:
+    """A fresh model: primal-dual active-set steps from the empty set find and
+    verify the active set (OSQP never runs), and the point is the constructed one."""
+    case = random_case(20, 6, 24, 10, 500 + seed)
+    model = case.model()
+    backend = model._engine.backend("kkt")
+    sol = model.solve(**case.values)
+    assert backend.osqp_solves == 0
+    _assert_constructed_solution(case, sol, "from the empty set")
+
+
+def test_steps_from_the_empty_set_that_do_not_settle_leave_it_to_osqp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one step allowed, the equality-constrained optimum violates a row
+    (the constructed active rows have positive multipliers): the start fails,
+    OSQP's point is polished instead, and the answer is the same."""
+    import diffmodel.solvers.active_set as active_set_module
+
+    monkeypatch.setattr(active_set_module, "_COLD_STEPS", 1)
+    case = random_case(20, 6, 24, 10, 500)
+    model = case.model()
+    backend = model._engine.backend("kkt")
+    sol = model.solve(**case.values)
+    assert backend.osqp_solves == 1
+    _assert_constructed_solution(case, sol, "after OSQP")
+
+
 # ============================================== 5. modeling forms and applications
 
 

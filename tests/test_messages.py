@@ -159,11 +159,13 @@ def test_a_combination_with_the_wrong_signs_certifies_nothing() -> None:
 
 
 def test_a_long_certificate_says_how_many_rows_it_leaves_out() -> None:
-    lo = cp.Parameter(3, name="lo")
-    hi = cp.Parameter(3, name="hi")
-    model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"low": x >= lo, "high": x <= hi})
-    text = _message(model, "infeasible", lo=np.ones(3), hi=np.full(3, 0.99))
+    """Six lower bounds of 1 and a total below 6: every one of the seven rows is
+    needed to certify infeasibility, so any certificate is long."""
+    y = cp.Variable(6, name="y")
+    lo = cp.Parameter(6, name="lo")
+    model = dm.Model(cp.Minimize(cp.sum_squares(y)), {"low": y >= lo, "cap": cp.sum(y) <= 5.5})
+    text = _message(model, "infeasible", lo=np.ones(6))
     assert re.fullmatch(
         r"the constraints are inconsistent \(infeasible\): a nonnegative combination of "
-        r"constraint rows ('(low|high)'\[\d\], ){3}'(low|high)'\[\d\] and 2 more cancels on the "
+        r"constraint rows (('low'\[\d\]|'cap'), ){3}('low'\[\d\]|'cap') and 3 more cancels on the "
         r"left-hand side but not on the right-hand side", text), text

@@ -13,9 +13,14 @@ complementarity holding by construction (λ_i = 0 off 𝒜, G_i x = h_i on 𝒜)
 1. ``solver="kkt"`` (the default) first tries the previous solve's active
    set: one KKT solve, verified. In sweeps, sensitivities and training
    loops, parameters move little and this is all a re-solve costs.
-2. Otherwise OSQP solves the QP (warm-started), and its point suggests 𝒜:
-   rows with a clearly positive multiplier or a negligible slack.
-3. The KKT system over 𝒜 is solved with the equilibrated factorization and
+2. Otherwise (``"kkt"``) primal-dual active-set steps from the empty set:
+   the equality-constrained optimum, then violated rows enter and rows with
+   negative multipliers leave. On well-conditioned problems this settles in
+   a few factorizations, which on dense data cost far less than OSQP's.
+3. If that does not settle within a few steps, OSQP solves the QP
+   (warm-started), and its point suggests 𝒜: rows with a clearly positive
+   multiplier or a negligible slack.
+4. The KKT system over 𝒜 is solved with the equilibrated factorization and
    checked as above, to scale-aware tolerances (:mod:`~diffmodel.tolerances`).
    Where the check fails, primal-dual active-set steps correct 𝒜 (rows whose
    multiplier is negative leave, violated rows enter: Hintermüller, Ito and
@@ -87,10 +92,33 @@ class _Check(NamedTuple):
 _DENSE_G = 40_000
 #: OSQP's answer is read with this relative tolerance to guess the active set.
 _GUESS_TOL = 1e-6
-#: After this many failed warm starts in a row (each costs factorizations),
-#: the last active set is tried only once every _WARM_PROBE solves.
-_WARM_MISSES = 3
-_WARM_PROBE = 8
+#: After this many failed starts of one kind in a row (each costs
+#: factorizations), that start is tried only once every _PROBE solves.
+_MISSES = 3
+_PROBE = 8
+#: Primal-dual active-set steps from the empty set before OSQP is asked.
+_COLD_STEPS = 8
+
+
+class _Backoff:
+    """Whether a start is worth trying: always, until it has failed
+    :data:`_MISSES` solves in a row (unrelated data, e.g. a batch of
+    independent problems, for the previous active set); then once every
+    :data:`_PROBE` solves, so that data where it works win it back.
+    (Counters shared by threads: a lost update only shifts a probe.)"""
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self.skipped = 0
+
+    def worth_trying(self) -> bool:
+        if self.misses < _MISSES:
+            return True
+        self.skipped += 1
+        return self.skipped % _PROBE == 0
+
+    def record(self, success: bool) -> None:
+        self.misses = 0 if success else self.misses + 1
 
 
 class ActiveSetBackend:
@@ -102,8 +130,8 @@ class ActiveSetBackend:
     cache : KKTCache
         Patterns and factorizations shared with the model's other solves.
     name : {"kkt", "osqp"}
-        ``"kkt"`` tries the last verified active set before OSQP; ``"osqp"``
-        always runs OSQP first.
+        ``"kkt"`` tries the last verified active set, then active-set steps
+        from the empty set, before OSQP; ``"osqp"`` always runs OSQP first.
 
     Attributes
     ----------
@@ -126,9 +154,9 @@ class ActiveSetBackend:
         # The last verified point. Replaced whole, never mutated: a read by
         # another thread sees one consistent state.
         self._last: _State | None = None
-        # Warm starts that failed in a row, and solves that skipped one since.
-        self._misses = 0
-        self._skipped = 0
+        # When to try the last active set, and the empty one, before OSQP.
+        self._warm = _Backoff()
+        self._cold = _Backoff()
 
     def __reduce__(self) -> tuple[type[ActiveSetBackend], tuple[CompiledProblem, KKTCache, str]]:
         return (ActiveSetBackend, (self.problem, self.cache, self.name))
@@ -155,16 +183,21 @@ class ActiveSetBackend:
             # per value of P, cached; and OSQP is never given a nonconvex P).
             factor(self.cache, data, k_values, self._eq_rows)
         last = self._last
-        if self.name == "kkt" and last is not None and self._warm_worth_trying():
+        if self.name == "kkt" and last is not None and self._warm.worth_trying():
             raw = self._reverify(data, k_values, last)
             if raw is None:
                 raw = self._polish(data, k_values, last.active, WARM_ACTIVE_SET_STEPS, 0)
+            self._warm.record(raw is not None)
             if raw is not None:
                 self.reuses += 1
-                self._misses = 0
                 self._remember(raw)
                 return raw
-            self._misses += 1
+        if self.name == "kkt" and self._cold.worth_trying():
+            raw = self._from_empty(data, k_values)
+            self._cold.record(raw is not None)
+            if raw is not None:
+                self._remember(raw)
+                return raw
         result = self.runner.run(data, warm=None if last is None else (last.x, last.y))
         if result.status == STATUS_INFEASIBLE:
             raise self._infeasible(data, result.certificate)
@@ -183,16 +216,19 @@ class ActiveSetBackend:
         self._remember(raw)
         return raw
 
-    def _warm_worth_trying(self) -> bool:
-        """Whether to start from the last active set: always, until it has failed
-        :data:`_WARM_MISSES` solves in a row (unrelated data, e.g. a batch of
-        independent problems); then once every :data:`_WARM_PROBE` solves, so
-        that related data win it back. (Counters shared by threads: a lost
-        update only shifts a probe.)"""
-        if self._misses < _WARM_MISSES:
-            return True
-        self._skipped += 1
-        return self._skipped % _WARM_PROBE == 0
+    def _from_empty(self, data: ProblemData, k_values: FloatArray) -> RawSolution | None:
+        """Active-set steps from the empty set: the verified point, or None.
+
+        A verified certificate (infeasible, unbounded) found on the way is
+        raised; a system too ill-conditioned to decide on leaves the verdict
+        to OSQP's start.
+        """
+        try:
+            return self._polish(data, k_values, np.zeros(0, dtype=np.int64), _COLD_STEPS, 0)
+        except SolverError as exc:
+            if exc.status == STATUS_INACCURATE:
+                return None
+            raise
 
     def _remember(self, raw: RawSolution) -> None:
         last = self._last
