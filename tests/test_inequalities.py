@@ -754,6 +754,20 @@ def test_resolve_after_active_set_changes(seed: int, solver: str,
         "construction: the scenarios were meant to change the active set")
 
 
+def _assert_constructed_solution(case: Case, values: dict[str, np.ndarray], sol: dm.Solution,
+                                 what: str) -> ActiveSetSolution:
+    """The solution, duals and active set equal the reference over the
+    constructed active set; returns that reference."""
+    ref = solve_active_set(case.qp_for(values), case.mask)
+    assert_close(sol.primal["x"], ref.x, REF_RTOL, f"{what}: x")
+    duals = case.duals(ref)
+    for name in ("eq", *INEQ):
+        assert_close(sol.dual[name], duals[name], REF_RTOL, f"{what}: dual {name}")
+    for name in INEQ:
+        assert_mask(sol.active[name], case.active[name], f"{what}: active {name}")
+    return ref
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_small_changes_keep_the_active_set(seed: int) -> None:
     """A sequence of small moves of every parameter that keeps the active set:
@@ -766,33 +780,16 @@ def test_small_changes_keep_the_active_set(seed: int) -> None:
         for name in case.params:
             values[name] = values[name] + 1e-3 * case.direction(name)
         qp = case.qp_for(values)
-        ref = solve_active_set(qp, case.mask)
+        sol = model.solve(**values)
+        ref = _assert_constructed_solution(case, values, sol, f"step {step}")
         rows = classify_rows(qp, ref.x, ref.lam)
         assert rows.strict and np.array_equal(rows.active, case.mask), "construction"
-        sol = model.solve(**values)
-        assert_close(sol.primal["x"], ref.x, REF_RTOL, f"step {step}: x")
-        duals = case.duals(ref)
-        for name in ("eq", *INEQ):
-            assert_close(sol.dual[name], duals[name], REF_RTOL, f"step {step}: dual {name}")
-        for name in INEQ:
-            assert_mask(sol.active[name], case.active[name], f"step {step}: active {name}")
     g = rng.standard_normal(case.n)
     gr = active_set_gradients(qp, ref, g)
     grads = sol.backward({"x": g})
     assert_close(grads["P"], np.asarray(gr.P, float), GRAD_RTOL, "dℓ/dP after the moves")
     assert_close(grads["G"], np.asarray(gr.G[: case.p_le], float), GRAD_RTOL,
                  "dℓ/dG after the moves")
-
-
-def _assert_constructed_solution(case: Case, sol: dm.Solution, what: str) -> None:
-    ref = solve_active_set(case.qp_for(case.values), np.concatenate(
-        [case.active["le"], case.active["ge"]]))
-    assert_close(sol.primal["x"], ref.x, REF_RTOL, f"{what}: x")
-    duals = case.duals(ref)
-    for name in ("eq", *INEQ):
-        assert_close(sol.dual[name], duals[name], REF_RTOL, f"{what}: dual {name}")
-    for name in INEQ:
-        assert_mask(sol.active[name], case.active[name], f"{what}: active {name}")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -804,7 +801,7 @@ def test_a_first_solve_settles_from_the_empty_set_without_osqp(seed: int) -> Non
     backend = model._engine.backend("kkt")
     sol = model.solve(**case.values)
     assert backend.osqp_solves == 0
-    _assert_constructed_solution(case, sol, "from the empty set")
+    _assert_constructed_solution(case, case.values, sol, "from the empty set")
 
 
 def test_steps_from_the_empty_set_that_do_not_settle_leave_it_to_osqp(
@@ -820,7 +817,7 @@ def test_steps_from_the_empty_set_that_do_not_settle_leave_it_to_osqp(
     backend = model._engine.backend("kkt")
     sol = model.solve(**case.values)
     assert backend.osqp_solves == 1
-    _assert_constructed_solution(case, sol, "after OSQP")
+    _assert_constructed_solution(case, case.values, sol, "after OSQP")
 
 
 # ============================================== 5. modeling forms and applications
