@@ -50,7 +50,8 @@ class KKTPattern:
         position in the data of the stacked constraint matrix.
     full_indptr, full_indices, full_src : ndarray
         The full symmetric K row-wise: entry e is K's upper datum
-        ``full_src[e]``.
+        ``full_src[e]`` (computed on first use: the dense path never needs
+        them).
 
     Index arrays are 32-bit when K's size allows (a pattern is cached and
     kept by every factorization that uses it; SciPy then shares, rather than
@@ -64,13 +65,27 @@ class KKTPattern:
     p_pos: IntArray
     c_pos: IntArray
     c_src: IntArray
-    full_indptr: IntArray
-    full_indices: IntArray
-    full_src: IntArray
 
     @property
     def dim(self) -> int:
         return self.n + self.rows
+
+    @functools.cached_property
+    def _full_arrays(self) -> tuple[IntArray, IntArray, IntArray]:
+        # (a benign race between threads computes equal arrays)
+        return _full(self.indptr, self.indices, self.dim)
+
+    @property
+    def full_indptr(self) -> IntArray:
+        return self._full_arrays[0]
+
+    @property
+    def full_indices(self) -> IntArray:
+        return self._full_arrays[1]
+
+    @property
+    def full_src(self) -> IntArray:
+        return self._full_arrays[2]
 
     def full_rows(self) -> IntArray:
         """Row of every entry of the full pattern (computed, not stored)."""
@@ -139,10 +154,8 @@ class KKTPattern:
         del within
         indices[c_pos] = m_indices[c_src]
         indices[indptr[n + 1:] - 1] = np.arange(n, dim, dtype=it)
-        full_indptr, full_indices, full_src = _full(indptr, indices, dim)
         return cls(n=n, rows=rows, indptr=indptr, indices=indices, p_pos=p_pos,
-                   c_pos=c_pos, c_src=c_src, full_indptr=full_indptr,
-                   full_indices=full_indices, full_src=full_src)
+                   c_pos=c_pos, c_src=c_src)
 
     def assemble(self, p_data: FloatArray, m_data: FloatArray) -> FloatArray:
         """K's upper-triangular data for the numeric P and stacked constraint data."""
