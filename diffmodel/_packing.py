@@ -104,7 +104,8 @@ class Packer:
                     call: str) -> tuple[FloatArray, dict[str, FloatArray]]:
         """θ̃ for a batch: shape (n_theta + 1, B), and the batched values by name.
 
-        A value whose shape is (B, *shape) is batched; others are shared.
+        A value whose shape is (B, *shape) is batched; others are shared. The
+        array is column-major: each scenario's θ̃ is a contiguous column.
         """
         check_names(values, self.layout.parameters, "parameter", call)
         batched: dict[str, FloatArray] = {}
@@ -128,17 +129,17 @@ class Packer:
             raise ModelError(f"{call}: the batch is empty (batch axis of length 0)")
         # Batched parameters need no current value: the base takes their first item.
         base, _ = self.theta({**shared, **{k: v[0] for k, v in batched.items()}}, current, call)
-        thetas = np.repeat(base[:, None], size, axis=1)
+        rows = np.repeat(base[None, :], size, axis=0)  # scenario by scenario, contiguous
         for name, arr in batched.items():
             block, spec = self.layout.parameters[name], self.specs[name]
             checked = np.asarray(arr, dtype=np.float64) if arr.dtype.kind in "biuf" else arr
             if spec.strict or checked.dtype != np.float64 or not np.isfinite(checked).all():
                 for i in range(size):  # name the first bad scenario
                     check_parameter_value(spec, checked[i], f"parameter '{name}[{i}]'")
-            thetas[1 + block.offset: 1 + block.stop] = checked.reshape(
-                size, block.size, order="F").T
+            rows[:, 1 + block.offset: 1 + block.stop] = checked.reshape(
+                size, block.size, order="F")
             batched[name] = checked
-        return thetas, batched
+        return rows.T, batched
 
     def direction(self, directions: Mapping[str, ArrayLike], call: str) -> FloatArray:
         """dθ̃ from directions by parameter name (the others do not move)."""

@@ -235,5 +235,12 @@ def _finite_value(value: float) -> float:
 
 def _shares_k(problem: CompiledProblem, thetas: FloatArray, solver: str) -> bool:
     """Whether every column of θ̃ has the same K (no entry of P or M varies) for "kkt"."""
-    K_rows = thetas[problem.k_theta]
-    return solver == "kkt" and bool(np.all(K_rows == K_rows[:, :1]))
+    if solver != "kkt":
+        return False
+    index = problem.k_theta
+    first = thetas[index, 0]
+    # The last column first: where K varies it usually differs there already,
+    # and the answer costs one column rather than the whole block.
+    if not np.array_equal(thetas[index, -1], first):
+        return False
+    return bool(np.all(thetas[index] == first[:, None]))
