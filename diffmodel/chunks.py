@@ -101,7 +101,8 @@ class ChunkTask:
     ``kind`` says what to do: ``"solve"``; ``"backward"`` with loss gradients
     ``GX``, ``GY`` (columns); ``"derivative"`` along ``dtheta``. Derivatives
     are taken for the scenarios marked in ``ok`` (solved before), which are
-    solved again (same data, same result) for their factorizations.
+    solved again (same data, same result) for their factorizations, starting
+    from their binding rows ``active`` (m_ineq × k) when given.
     """
 
     kind: Literal["solve", "backward", "derivative"]
@@ -112,6 +113,7 @@ class ChunkTask:
     GX: FloatArray | None = None
     GY: FloatArray | None = None
     dtheta: FloatArray | None = None
+    active: BoolArray | None = None
 
     @property
     def size(self) -> int:
@@ -141,12 +143,14 @@ class ChunkResult:
     points: list[Point | None] | None = None
 
 
-def _resolve(engine: Engine, thetas: FloatArray, i: int, solver: str, start: int) -> Point:
-    """Scenario ``start + i`` solved again, as a point with its factorization."""
+def _resolve(engine: Engine, task: ChunkTask, i: int) -> Point:
+    """Scenario i of the chunk solved again (from its binding rows when known),
+    as a point with its factorization."""
+    rows = None if task.active is None else np.flatnonzero(task.active[:, i])
     try:
-        return engine.solve(np.ascontiguousarray(thetas[:, i]), solver)
+        return engine.solve(np.ascontiguousarray(task.thetas[:, i]), task.solver, rows)
     except SolverError as exc:  # pragma: no cover - it solved before
-        raise SolverError(f"scenario {start + i}: {exc}", exc.status) from None
+        raise SolverError(f"scenario {task.start + i}: {exc}", exc.status) from None
 
 
 def _point(engine: Engine, task: ChunkTask, i: int,
@@ -155,7 +159,7 @@ def _point(engine: Engine, task: ChunkTask, i: int,
     kept = points[i] if points is not None else None
     if kept is not None:
         return kept
-    return _resolve(engine, task.thetas, i, task.solver, task.start)
+    return _resolve(engine, task, i)
 
 
 def _solve_columns(engine: Engine, thetas: FloatArray, solver: str,

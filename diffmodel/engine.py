@@ -105,8 +105,9 @@ class Engine:
 
     # ----------------------------------------------------------------- solves
 
-    def solve(self, theta: FloatArray, solver: str) -> Point:
-        """Solve at θ̃ with the named backend.
+    def solve(self, theta: FloatArray, solver: str, start: IntArray | None = None) -> Point:
+        """Solve at θ̃ with the named backend (``start``: inequality rows known
+        to bind there, tried first).
 
         Raises
         ------
@@ -118,7 +119,7 @@ class Engine:
         with np.errstate(all="ignore"):  # non-finite results are caught explicitly
             data, k_values = self.data(theta)
             try:
-                raw = self.backend(solver).solve(data, k_values)
+                raw = self.backend(solver).solve(data, k_values, start=start)
             except SolverError:
                 _check_finite(data)  # overflowing data are the caller's to fix: say so
                 raise

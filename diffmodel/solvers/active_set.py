@@ -168,8 +168,12 @@ class ActiveSetBackend:
 
     # ------------------------------------------------------------------ solve
 
-    def solve(self, data: ProblemData, k_values: FloatArray) -> RawSolution:
+    def solve(self, data: ProblemData, k_values: FloatArray, *,
+              start: IntArray | None = None) -> RawSolution:
         """Find and verify the active set at these data.
+
+        ``start`` (rows known to bind, e.g. from solving the same data before)
+        is tried first, with a few corrections; then the usual starts.
 
         Raises
         ------
@@ -182,6 +186,11 @@ class ActiveSetBackend:
             # "nonconvex", before any active set is tried (one factorization
             # per value of P, cached; and OSQP is never given a nonconvex P).
             factor(self.cache, data, k_values, self._eq_rows)
+        if start is not None:
+            raw = self._polish(data, k_values, start, WARM_ACTIVE_SET_STEPS, 0)
+            if raw is not None:
+                self._remember(raw)
+                return raw
         last = self._last
         if self.name == "kkt" and last is not None and self._warm.worth_trying():
             raw = self._reverify(data, k_values, last)

@@ -128,4 +128,8 @@ class Backend(Protocol):
 
     name: str
 
-    def solve(self, data: ProblemData, k_theta: FloatArray) -> RawSolution: ...
+    def solve(self, data: ProblemData, k_theta: FloatArray, *,
+              start: IntArray | None = None) -> RawSolution:
+        """``start``: inequality rows known to bind (from an earlier solve of the
+        same data), tried first; equality-constrained backends ignore it."""
+        ...

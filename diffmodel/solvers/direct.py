@@ -49,8 +49,9 @@ class DirectKKT:
         self.rows = np.arange(problem.m_eq, dtype=np.int64)
         self._key = self.rows.tobytes()
 
-    def solve(self, data: ProblemData, k_values: FloatArray) -> RawSolution:
-        """Solve K (x, ν) = (−q, b), verify, and return the point."""
+    def solve(self, data: ProblemData, k_values: FloatArray, *,
+              start: IntArray | None = None) -> RawSolution:
+        """Solve K (x, ν) = (−q, b), verify, and return the point (``start``: unused)."""
         problem, n = self.problem, self.problem.n
         fact = factor(self.cache, data, k_values, self.rows, self._key)
         z, omega, steps, estimate = fact.solve(data.rhs)

@@ -24,7 +24,7 @@ import numpy as np
 import osqp
 import scipy.sparse as sp
 
-from .._typing import FloatArray
+from .._typing import FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
 from ..errors import SolverError
 from .base import (
@@ -198,7 +198,8 @@ class OSQPBackend:
         self.rows = np.arange(problem.m_eq, dtype=np.int64)
         self.runner = OSQPRunner(problem)
 
-    def solve(self, data: ProblemData, k_values: FloatArray) -> RawSolution:
+    def solve(self, data: ProblemData, k_values: FloatArray, *,
+              start: IntArray | None = None) -> RawSolution:
         problem, n = self.problem, self.problem.n
         fact = factor(self.cache, data, k_values, self.rows)
         rhs = data.rhs
