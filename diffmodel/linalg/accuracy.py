@@ -87,13 +87,24 @@ def backward_errors(residual: FloatArray, abs_kz: FloatArray, rhs: FloatArray,
     abs_rhs = np.abs(rhs)
     den = abs_kz + abs_rhs
     row_scale = row_norm[:, None] * z_norms[None, :]
-    small = den <= (1000.0 * residual.shape[0] * EPS) * (row_scale + abs_rhs)
+    bound = row_scale + abs_rhs
+    bound *= 1000.0 * residual.shape[0] * EPS
+    small = den <= bound
+    del bound
+    if not small.any():  # (then every denominator is positive)
+        abs_r /= den
+        return np.asarray(np.max(abs_r, axis=0, initial=0.0), dtype=np.float64)
+    row_scale += abs_kz  # the denominators of the rows in I₂
+    np.copyto(den, row_scale, where=small)
+    del row_scale
     with np.errstate(divide="ignore", invalid="ignore"):
-        den_eff = np.where(small, abs_kz + row_scale, den)
-        ratio = np.where(den_eff > 0, abs_r / np.where(den_eff > 0, den_eff, 1.0),
-                         np.where(abs_r > 0, np.inf, 0.0))
-    w1 = np.max(np.where(small, 0.0, ratio), axis=0, initial=0.0)
+        abs_r /= den  # 0/0 (a zero row against a zero column) is no error: NaN → 0 below
+    ratio = abs_r
+    if not np.all(den > 0):
+        ratio[np.isnan(ratio)] = 0.0
     w2 = np.max(np.where(small, ratio, 0.0), axis=0, initial=0.0)
+    ratio[small] = 0.0
+    w1 = np.max(ratio, axis=0, initial=0.0)
     return np.asarray(w1 + w2, dtype=np.float64)
 
 
