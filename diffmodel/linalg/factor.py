@@ -151,11 +151,10 @@ class Factorization:
         dense_path = _use_dense(pattern)
         if dense_path:  # K̂ straight into a dense array: no sparse matrices at all
             dense = pattern.dense(data)
+            s = ruiz_dense(np.abs(dense))
+            dense *= s[:, None]  # (kᵢⱼ sᵢ) sⱼ, as on the sparse path
+            dense *= s[None, :]
             dense_abs = np.abs(dense)
-            s = ruiz_dense(dense_abs)
-            for arr in (dense, dense_abs):  # (kᵢⱼ sᵢ) sⱼ, as on the sparse path
-                arr *= s[:, None]
-                arr *= s[None, :]
             self.row_norm = dense_abs.max(axis=1)
             self.norm = float(np.max(dense_abs.sum(axis=1), initial=0.0))
         else:

@@ -69,7 +69,9 @@ def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray,
     absdata = np.abs(data)
     bound = np.log2(1.0 + RUIZ_TOL)
     for _ in range(RUIZ_MAX_ITER):
-        rmax = row_max(indptr, absdata * s[rows] * s[indices], dim)
+        # max_j sᵢ|kᵢⱼ|sⱼ = sᵢ · max_j |kᵢⱼ|sⱼ: exact with powers of two (barring underflow)
+        rmax = row_max(indptr, absdata * s[indices], dim)
+        rmax *= s
         live = rmax > 0
         if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
             break
@@ -80,10 +82,10 @@ def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray,
 def ruiz_dense(abs_k: FloatArray) -> FloatArray:
     """:func:`ruiz` for a dense symmetric matrix given as ``|K|`` (same factors).
 
-    The products are formed in the same order, (|kᵢⱼ| sᵢ) sⱼ, so the factors
-    equal those of the sparse version bit for bit; a dense row maximum is
-    several times faster than a segmented one for the small dense systems
-    that take this path.
+    The row maxima are formed in the same order, sᵢ · max_j |kᵢⱼ| sⱼ, so the
+    factors equal those of the sparse version bit for bit; a dense row
+    maximum is several times faster than a segmented one for the small dense
+    systems that take this path.
     """
     dim = abs_k.shape[0]
     s = np.ones(dim)
@@ -91,10 +93,12 @@ def ruiz_dense(abs_k: FloatArray) -> FloatArray:
         return s
     bound = np.log2(1.0 + RUIZ_TOL)
     scaled = np.empty_like(abs_k)
-    for _ in range(RUIZ_MAX_ITER):
-        np.multiply(abs_k, s[:, None], out=scaled)
-        scaled *= s[None, :]
-        rmax = scaled.max(axis=1)
+    rmax = abs_k.max(axis=1)  # (s = 1 on the first sweep)
+    for sweep in range(RUIZ_MAX_ITER):
+        if sweep:
+            np.multiply(abs_k, s[None, :], out=scaled)
+            rmax = scaled.max(axis=1)
+            rmax *= s
         live = rmax > 0
         if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
             break
