@@ -222,7 +222,7 @@ class OSQPAdjoint(Tool):
 def _cvxpy_problem(data: QPData, params: tuple[str, ...], values: Values) -> tuple[Any, ...]:
     import cvxpy as cp
 
-    n, m = data.n, data.m
+    n = data.n
     x = cp.Variable(n, name="x")
     par = {k: cp.Parameter(v.shape, name=k, value=v) for k, v in values.items()}
     q = par.get("q", data.q)
