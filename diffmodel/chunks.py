@@ -102,7 +102,8 @@ class ChunkTask:
     ``GX``, ``GY`` (columns); ``"derivative"`` along ``dtheta``. Derivatives
     are taken for the scenarios marked in ``ok`` (solved before), which are
     solved again (same data, same result) for their factorizations, starting
-    from their binding rows ``active`` (m_ineq × k) when given.
+    from their binding rows ``active`` (m_ineq × k) when the model has
+    inequalities.
     """
 
     kind: Literal["solve", "backward", "derivative"]
@@ -146,7 +147,9 @@ class ChunkResult:
 def _resolve(engine: Engine, task: ChunkTask, i: int) -> Point:
     """Scenario i of the chunk solved again (from its binding rows when known),
     as a point with its factorization."""
-    rows = None if task.active is None else np.flatnonzero(task.active[:, i])
+    active = task.active
+    rows = (np.flatnonzero(active[:, i]) if active is not None and active.shape[0]
+            else None)
     try:
         return engine.solve(np.ascontiguousarray(task.thetas[:, i]), task.solver, rows)
     except SolverError as exc:  # pragma: no cover - it solved before

@@ -233,9 +233,7 @@ def measure(model: Model, executor: Executor, repeats: int = 15,
             task = (ChunkTask("solve", 0, result.thetas[:, cols], batch.solver) if kind == "solve"
                     else ChunkTask("backward", 0, result.thetas[:, cols], batch.solver,
                                    np.ones(count, dtype=bool), np.ones((n, count)),
-                                   np.zeros((rows, count)),
-                                   active=result.active[:, cols] if result.active.shape[0]
-                                   else None))
+                                   np.zeros((rows, count)), active=result.active[:, cols]))
             probes[kind, count] = _round_trip(runner, task, repeats)
     overhead = {c: probes["solve", c][0] + probes["backward", c][0] for c in (1, k)}
     slope = max(0.0, (overhead[k] - overhead[1]) / (k - 1))

@@ -314,10 +314,9 @@ class Runner:
                  GY: FloatArray, chunk: int) -> FloatArray:
         """dℓ_i/dθ̃ for every scenario (columns; NaN where not ``ok``), chunk by chunk."""
         thetas, size = result.thetas, result.thetas.shape[1]
-        active = result.active if result.active.shape[0] else None
         tasks = [ChunkTask("backward", s, thetas[:, s: s + chunk], solver, ok[s: s + chunk],
                            GX[:, s: s + chunk], GY[:, s: s + chunk],
-                           active=None if active is None else active[:, s: s + chunk])
+                           active=result.active[:, s: s + chunk])
                  for s in range(0, size, chunk)]
         block = None
         if self.executor is None and result.factorization is not None:
@@ -344,10 +343,8 @@ class Runner:
         """(dX, dY) for every scenario along one direction (NaN where not ``ok``)."""
         thetas, size = result.thetas, result.thetas.shape[1]
         problem = self.engine.problem
-        active = result.active if result.active.shape[0] else None
         tasks = [ChunkTask("derivative", s, thetas[:, s: s + chunk], solver, ok[s: s + chunk],
-                           dtheta=dtheta,
-                           active=None if active is None else active[:, s: s + chunk])
+                           dtheta=dtheta, active=result.active[:, s: s + chunk])
                  for s in range(0, size, chunk)]
         DX, DY = np.empty((problem.n, size)), np.empty((problem.layout.rows, size))
         bar = self._bar(size, "derivative")

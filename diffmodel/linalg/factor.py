@@ -160,7 +160,7 @@ class Factorization:
         else:
             full_rows = pattern.full_rows()
             kfull = data[pattern.full_src]
-            s = ruiz(pattern.full_indptr, pattern.full_indices, kfull, full_rows)
+            s = ruiz(pattern.full_indptr, pattern.full_indices, kfull)
             kfull *= s[full_rows]
             kfull *= s[pattern.full_indices]
             abs_full = np.abs(kfull)

@@ -21,6 +21,8 @@ Each sweep costs O(nnz); a few sweeps suffice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .._typing import FloatArray, IntArray
@@ -47,16 +49,13 @@ def _power_of_two(x: FloatArray) -> FloatArray:
     return np.asarray(np.ldexp(1.0, exponent), dtype=np.float64)
 
 
-def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray,
-         rows: IntArray) -> FloatArray:
+def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray) -> FloatArray:
     """Scale factors s (powers of two) that equilibrate a symmetric matrix.
 
     Parameters
     ----------
     indptr, indices, data : ndarray
         The full symmetric matrix in CSR form (both triangles).
-    rows : ndarray
-        Row index of every stored entry (``np.repeat(arange(dim), diff(indptr))``).
 
     Returns
     -------
@@ -65,18 +64,9 @@ def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray,
         of 1 in every row that is not zero. Zero rows keep s = 1.
     """
     dim = indptr.shape[0] - 1
-    s = np.ones(dim)
     absdata = np.abs(data)
-    bound = np.log2(1.0 + RUIZ_TOL)
-    for _ in range(RUIZ_MAX_ITER):
-        # max_j sᵢ|kᵢⱼ|sⱼ = sᵢ · max_j |kᵢⱼ|sⱼ: exact with powers of two (barring underflow)
-        rmax = row_max(indptr, absdata * s[indices], dim)
-        rmax *= s
-        live = rmax > 0
-        if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
-            break
-        s[live] = _power_of_two(s[live] / np.sqrt(rmax[live]))
-    return s
+    return _sweeps(lambda s: row_max(indptr, absdata * s[indices], dim),
+                   row_max(indptr, absdata, dim))
 
 
 def ruiz_dense(abs_k: FloatArray) -> FloatArray:
@@ -87,18 +77,24 @@ def ruiz_dense(abs_k: FloatArray) -> FloatArray:
     maximum is several times faster than a segmented one for the small dense
     systems that take this path.
     """
-    dim = abs_k.shape[0]
-    s = np.ones(dim)
-    if dim == 0:
-        return s
-    bound = np.log2(1.0 + RUIZ_TOL)
     scaled = np.empty_like(abs_k)
-    rmax = abs_k.max(axis=1)  # (s = 1 on the first sweep)
+
+    def scaled_max(s: FloatArray) -> FloatArray:
+        np.multiply(abs_k, s[None, :], out=scaled)
+        return np.asarray(scaled.max(axis=1))
+
+    return _sweeps(scaled_max, abs_k.max(axis=1, initial=0.0))
+
+
+def _sweeps(scaled_max: Callable[[FloatArray], FloatArray], first: FloatArray) -> FloatArray:
+    """Ruiz's sweeps, given max_j |kᵢⱼ| sⱼ of each row i as a function of s,
+    and its value ``first`` at s = 1. The row maxima of diag(s) K diag(s) are
+    sᵢ · max_j |kᵢⱼ| sⱼ, exactly: the factors are powers of two (barring
+    underflow)."""
+    s = np.ones(first.shape[0])
+    bound = np.log2(1.0 + RUIZ_TOL)
     for sweep in range(RUIZ_MAX_ITER):
-        if sweep:
-            np.multiply(abs_k, s[None, :], out=scaled)
-            rmax = scaled.max(axis=1)
-            rmax *= s
+        rmax = first if sweep == 0 else scaled_max(s) * s
         live = rmax > 0
         if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
             break
