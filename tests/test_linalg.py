@@ -245,3 +245,32 @@ def test_block_backward_errors_equal_the_single_column_ones() -> None:
         np.testing.assert_array_equal(got, want)
         for a, b in zip((R, akz, rhs), before):
             np.testing.assert_array_equal(a, b)  # inputs untouched
+
+
+def test_a_block_of_equal_right_hand_sides_is_solved_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loss gradient broadcast over a batch sharing K gives a block of equal
+    columns: one kernel solve per refinement step serves them all, and each
+    column equals the block solve of distinct columns bit for bit."""
+    data = banded_qp(300)
+    model, values = as_model(data, parameters=("q", "b"))
+    fact = model.solve(**values)._point.factorization
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal(fact.dim) * 10.0 ** rng.integers(-6, 7, fact.dim)
+    other = rng.standard_normal(fact.dim)
+    mixed_z, mixed_omega, mixed_acc = fact.solve_many(np.column_stack([g, other, g]))
+    columns: list[int] = []
+    kernel_block = factor_module.Factorization._kernel_block
+
+    def counting(kernel: object, R: np.ndarray) -> np.ndarray:
+        columns.append(R.shape[1])
+        return kernel_block(kernel, R)
+
+    monkeypatch.setattr(factor_module.Factorization, "_kernel_block", staticmethod(counting))
+    Z, omega, acc = fact.solve_many(np.repeat(g[:, None], 50, axis=1))
+    assert columns and set(columns) == {1}
+    for j in range(50):
+        np.testing.assert_array_equal(Z[:, j], mixed_z[:, 0])
+    np.testing.assert_array_equal(omega, np.full(50, mixed_omega[0]))
+    np.testing.assert_array_equal(acc, np.full(50, mixed_acc[0]))
+    assert np.linalg.norm(fact.times(Z[:, 0]) - g) <= 1e-12 * np.linalg.norm(g)

@@ -292,7 +292,15 @@ class Factorization:
         Columns are refined together in working precision; any column that
         does not reach the target, or whose estimated error stays above the
         trigger of :meth:`solve`, is finished alone, as :meth:`solve` would.
+        A block whose columns are all equal (a loss gradient broadcast over a
+        batch) is solved once: the same system, the same answer, the same ω.
         """
+        k = rhs.shape[1]
+        if k > 1 and np.array_equal(rhs[:, -1], rhs[:, 0]) and bool(
+                np.all(rhs == rhs[:, :1])):
+            z, omega, accuracy = self.solve_many(rhs[:, :1])
+            return (np.repeat(z, k, axis=1), np.repeat(omega, k),
+                    np.repeat(accuracy, k))
         s = self.scale[:, None]
         R = rhs * s
         kernel = self._ladder[-1]
