@@ -99,7 +99,8 @@ class ChunkTask:
     """Scenarios ``start : start + k`` of a batch (the k columns of ``thetas``).
 
     ``kind`` says what to do: ``"solve"``; ``"backward"`` with loss gradients
-    ``GX``, ``GY`` (columns); ``"derivative"`` along ``dtheta``. Derivatives
+    ``GX``, ``GY`` (columns, or one column shared by every scenario);
+    ``"derivative"`` along ``dtheta``. Derivatives
     are taken for the scenarios marked in ``ok`` (solved before), which are
     solved again (same data, same result) for their factorizations, starting
     from their binding rows ``active`` (m_ineq × k) when the model has
@@ -212,6 +213,8 @@ def adjoint_columns(engine: Engine, task: ChunkTask,
     """
     problem, thetas = engine.problem, task.thetas
     assert task.ok is not None and task.GX is not None and task.GY is not None
+    GX = np.broadcast_to(task.GX, (task.GX.shape[0], task.size))
+    GY = np.broadcast_to(task.GY, (task.GY.shape[0], task.size))
     out = np.full((problem.layout.n_theta + 1, task.size), np.nan)
     idx = np.flatnonzero(task.ok)
     if idx.shape[0] == 0:
@@ -226,11 +229,11 @@ def adjoint_columns(engine: Engine, task: ChunkTask,
         for s in range(0, idx.shape[0], BLOCK_COLUMNS):
             cols = idx[s: s + BLOCK_COLUMNS]
             out[:, cols] = adjoint_block(problem, fact, rows, X[:, cols], Y[:, cols],
-                                         task.GX[:, cols], task.GY[:, cols])
+                                         GX[:, cols], GY[:, cols])
         return out
     for i in idx:
         point = _point(engine, task, int(i), points)
-        out[:, i] = adjoint(point, task.GX[:, i], task.GY[:, i])
+        out[:, i] = adjoint(point, GX[:, i], GY[:, i])
     return out
 
 

@@ -203,8 +203,8 @@ def measure(model: Model, executor: Executor, repeats: int = 15,
     Notes
     -----
     Probes are single tasks, one at a time (nothing overlaps): a solve and
-    a backward task of 1 and of k scenarios (k from the chunk-size rule,
-    at most the sample). The cost of a scenario is the k-scenario probes'
+    a backward task (of ℓ = Σx, whose gradient every scenario shares) of 1
+    and of k scenarios (k from the chunk-size rule, at most the sample). The cost of a scenario is the k-scenario probes'
     CPU time in the worker over k (CPU time does not depend on other jobs
     sharing the cores). A probe's overhead is its round trip (submission to
     result) minus the worker's compute time; the overheads are fitted as
@@ -232,8 +232,8 @@ def measure(model: Model, executor: Executor, repeats: int = 15,
             cols = slice(0, count)
             task = (ChunkTask("solve", 0, result.thetas[:, cols], batch.solver) if kind == "solve"
                     else ChunkTask("backward", 0, result.thetas[:, cols], batch.solver,
-                                   np.ones(count, dtype=bool), np.ones((n, count)),
-                                   np.zeros((rows, count)), active=result.active[:, cols]))
+                                   np.ones(count, dtype=bool), np.ones((n, 1)),
+                                   np.zeros((rows, 1)), active=result.active[:, cols]))
             probes[kind, count] = _round_trip(runner, task, repeats)
     overhead = {c: probes["solve", c][0] + probes["backward", c][0] for c in (1, k)}
     slope = max(0.0, (overhead[k] - overhead[1]) / (k - 1))

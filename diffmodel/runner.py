@@ -132,6 +132,12 @@ class Execution:
         return max(idle, 0.0) / self.chunks
 
 
+def _same_columns(G: FloatArray) -> bool:
+    """Whether every column of G equals the first (a gradient shared by a batch)."""
+    return G.shape[1] <= 1 or (np.array_equal(G[:, -1], G[:, 0])
+                               and bool(np.all(G == G[:, :1])))
+
+
 def _dask_client(executor: Executor | None) -> Any:
     """The Dask client behind ``client.get_executor()``, else None (no Dask import)."""
     if executor is None or not type(executor).__module__.startswith("distributed"):
@@ -314,9 +320,14 @@ class Runner:
                  GY: FloatArray, chunk: int) -> FloatArray:
         """dℓ_i/dθ̃ for every scenario (columns; NaN where not ``ok``), chunk by chunk."""
         thetas, size = result.thetas, result.thetas.shape[1]
+        if self.executor is not None and _same_columns(GX) and _same_columns(GY):
+            GX, GY = GX[:, :1], GY[:, :1]  # one gradient for all: sent as one column
+
+        def columns(G: FloatArray, s: int) -> FloatArray:
+            return G if G.shape[1] == 1 else G[:, s: s + chunk]
+
         tasks = [ChunkTask("backward", s, thetas[:, s: s + chunk], solver, ok[s: s + chunk],
-                           GX[:, s: s + chunk], GY[:, s: s + chunk],
-                           active=result.active[:, s: s + chunk])
+                           columns(GX, s), columns(GY, s), active=result.active[:, s: s + chunk])
                  for s in range(0, size, chunk)]
         block = None
         if self.executor is None and result.factorization is not None:

@@ -282,6 +282,42 @@ def test_the_model_pickles_and_the_shipment_is_small_without_cvxpy(pool: Executo
     assert size <= first.execution.shipped <= (2 + first.execution.chunks) * size
 
 
+class _Recording(Executor):
+    """An executor that runs on ``inner`` and keeps the chunk tasks it was given."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.tasks: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.tasks.append(args[-1])
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["eq-qb", "ineq-qu"])
+def test_a_gradient_shared_by_every_scenario_is_sent_once_per_chunk(
+        kind: str, pool: Executor) -> None:
+    """ℓ = Σx has the same gradient in every scenario: each backward task carries
+    it as one column (not one per scenario), with the in-process numbers."""
+    model, values = MODELS[kind]()
+    ref = model.solve_batch(**values, progress=False)
+    recording = _Recording(pool)
+    got = model.solve_batch(**values, executor=recording, chunk_size=CHUNK)
+    shared = {"x": np.linspace(-1.0, 1.0, ref.primal["x"].shape[1])}
+    g_ref, g_got = ref.backward(shared), got.backward(shared)
+    for name in g_ref:
+        _close(g_got[name], g_ref[name], f"backward {name}")
+    backward = [t for t in recording.tasks if t.kind == "backward"]
+    assert len(backward) == math.ceil(S / CHUNK)
+    assert all(t.GX.shape[1] == 1 and t.GY.shape[1] == 1 for t in backward)
+    varied = np.repeat(shared["x"][None, :], S, axis=0)
+    varied[5] += 1.0  # one scenario's gradient differs: every column is sent
+    recording.tasks.clear()
+    g_var = got.backward({"x": varied})
+    assert all(t.GX.shape[1] == t.size for t in recording.tasks)
+    _close(g_var["q"], ref.backward({"x": varied})["q"], "backward q, varied")
+
+
 def test_a_worker_keeps_the_problems_it_was_sent() -> None:
     model, values = MODELS["eq-A"]()
     batch = model.solve_batch(**values, progress=False)
