@@ -17,7 +17,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -94,6 +94,65 @@ def _worker_engine(digest: str, blob: bytes | None) -> Engine | None:
     return engine
 
 
+# ------------------------------------------------------------------ shipping
+#
+# A sweep usually varies a few parameters: most rows of a chunk's θ̃ block are
+# the same in every scenario (a constant matrix parameter repeats all its
+# entries), and so are many rows of its results (with a shared loss gradient,
+# the gradient with respect to q and b when K is shared). Pickled, a chunk's
+# 2-D float blocks send such rows once: the transfer between processes, not
+# the compute, bounds a sweep of cheap scenarios.
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """A block (N, k) as shipped: its first column, and the rows that differ
+    from it somewhere (indices, values)."""
+
+    base: FloatArray
+    rows: IntArray
+    values: FloatArray
+
+    def full(self) -> FloatArray:
+        """The block (column-major, as a batch's θ̃ is)."""
+        out = np.empty((self.base.shape[0], self.values.shape[1]), order="F")
+        out[...] = self.base[:, None]
+        out[self.rows] = self.values
+        return out
+
+
+def compact(block: Any) -> Any:
+    """A 2-D float block with rows repeated across its columns as :class:`Repeated`;
+    anything else as it is. NaN rows count as
+    differing, so the block comes back bit for bit (up to the sign of zeros)."""
+    if (not isinstance(block, np.ndarray) or block.ndim != 2 or block.shape[1] < 2
+            or block.dtype != np.float64):
+        return block
+    base = block[:, 0]
+    differ = np.flatnonzero((block != base[:, None]).any(axis=1))
+    if differ.shape[0] == block.shape[0]:  # (a copy costs far less than its transfer)
+        return block
+    return Repeated(base.copy(), differ, block[differ])
+
+
+def expand(item: Any) -> Any:
+    """The inverse of :func:`compact`."""
+    return item.full() if isinstance(item, Repeated) else item
+
+
+def _shipped(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``__reduce__`` of a chunk task or result: its fields, 2-D blocks compacted."""
+    values = [getattr(obj, f.name) for f in fields(obj)]
+    packed = [tuple(compact(a) for a in v) if isinstance(v, tuple) else compact(v)
+              for v in values]
+    return (_received, (type(obj), packed))
+
+
+def _received(cls: Any, packed: list[Any]) -> Any:
+    return cls(*[tuple(expand(a) for a in v) if isinstance(v, tuple) else expand(v)
+                 for v in packed])
+
+
 @dataclass(frozen=True, eq=False)
 class ChunkTask:
     """Scenarios ``start : start + k`` of a batch (the k columns of ``thetas``).
@@ -121,6 +180,9 @@ class ChunkTask:
     def size(self) -> int:
         return int(self.thetas.shape[1])
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _shipped(self)
+
 
 @dataclass(frozen=True, eq=False)
 class ChunkResult:
@@ -143,6 +205,9 @@ class ChunkResult:
     seconds: float
     cpu: float
     points: list[Point | None] | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _shipped(self)
 
 
 def _resolve(engine: Engine, task: ChunkTask, i: int) -> Point:

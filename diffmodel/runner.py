@@ -47,8 +47,8 @@ TASK_SECONDS = 0.1
 #: once it has taken this many seconds or solved :data:`PILOT_SCENARIOS`.
 PILOT_SECONDS = 0.02
 PILOT_SCENARIOS = 64
-#: A chunk carries at most about this many bytes of data (its parameters, and
-#: the loss gradients of a backward pass): Dask warns about task graphs over
+#: A chunk carries at most about this many bytes of data (the parameters that
+#: vary, and its solutions or loss gradients): Dask warns about task graphs over
 #: 10 MB, and large messages stall the scheduler.
 TASK_BYTES = 4 * 2**20
 #: A batch solved in this process keeps its scenarios' points (solutions with
@@ -194,12 +194,16 @@ class Runner:
             return "in-process"
         return "dask" if self._client is not None else type(self.executor).__name__
 
-    @property
-    def scenario_bytes(self) -> int:
-        """Bytes of data a scenario adds to a chunk (at most: its parameters and,
-        for a backward pass, its loss gradients)."""
+    def scenario_bytes(self, thetas: FloatArray) -> int:
+        """Bytes of data a scenario adds to a chunk (about, at most: the entries
+        of θ̃ that vary in the batch, and its solution or loss gradients), judged
+        from the first columns (chunks send repeated rows once, see
+        :func:`~diffmodel.chunks.compact`)."""
         layout = self.engine.problem.layout
-        return 8 * (layout.n_theta + 1 + layout.n + layout.rows)
+        sample = thetas[:, :PILOT_SCENARIOS]
+        varying = int(np.count_nonzero((sample != sample[:, :1]).any(axis=1)
+                                       | (thetas[:, -1] != thetas[:, 0])))
+        return 8 * (varying + layout.n + layout.rows)
 
     @property
     def workers(self) -> int:
@@ -241,7 +245,7 @@ class Runner:
             if chunk_size is None:
                 done, per, fact = self._pilot(thetas, solver, on_error, parts, bar, keep)
                 chunk = max(1, math.ceil(TASK_SECONDS / per)) if per > 0 else size
-                chunk = min(chunk, max(1, TASK_BYTES // self.scenario_bytes))
+                chunk = min(chunk, max(1, TASK_BYTES // self.scenario_bytes(thetas)))
             else:
                 chunk = chunk_size
             chunk = min(chunk, size)

@@ -318,6 +318,35 @@ def test_a_gradient_shared_by_every_scenario_is_sent_once_per_chunk(
     _close(g_var["q"], ref.backward({"x": varied})["q"], "backward q, varied")
 
 
+def test_rows_shared_by_a_chunk_are_sent_once(pool: Executor,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep over b with a constant matrix parameter A (8,000 entries): a chunk
+    sends A once, not once per scenario, and is sized by the entries that vary."""
+    n, m = 200, 40
+    x = cp.Variable(n, name="x")
+    A = cp.Parameter((m, n), name="A")
+    b = cp.Parameter(m, name="b")
+    model = dm.Model(cp.Minimize(cp.sum_squares(x)), {"eq": A @ x == b})
+    rng = np.random.default_rng(8)
+    A.value = rng.standard_normal((m, n))
+    B = rng.standard_normal((S, m))
+    ref = model.solve_batch(b=B, progress=False)
+    recording = _Recording(pool)
+    got = model.solve_batch(b=B, executor=recording, chunk_size=CHUNK)
+    _same_batch(got, ref)
+    task = recording.tasks[0]
+    assert task.thetas.shape == (1 + m * n + m, CHUNK)
+    per_scenario = 8 * (m + n + m)  # b out; x and y back
+    assert len(pickle.dumps(task)) < 8 * (m * n + 1) + CHUNK * per_scenario
+    copy = pickle.loads(pickle.dumps(task))
+    np.testing.assert_array_equal(copy.thetas, task.thetas)
+    # The byte cap counts the 40 entries of b that vary, not the 8,000 of A.
+    monkeypatch.setattr(runner_module, "TASK_BYTES", 10 * per_scenario)
+    capped = model.solve_batch(b=B, executor=pool)
+    assert capped.execution is not None and capped.execution.chunk_size == 10
+    _same_batch(capped, ref)
+
+
 def test_a_worker_keeps_the_problems_it_was_sent() -> None:
     model, values = MODELS["eq-A"]()
     batch = model.solve_batch(**values, progress=False)
