@@ -64,7 +64,7 @@ from .accuracy import (
 )
 from .kernels import DenseEigen, DenseLDL, Kernel, RegularizedLDL, SolverPool, SparseLU
 from .kkt import KKTPattern
-from .scaling import row_max, ruiz, ruiz_dense
+from .scaling import ruiz, ruiz_dense
 
 __all__ = ["Factorization", "Refined", "SolverPool"]
 
@@ -158,19 +158,22 @@ class Factorization:
             self.row_norm = dense_abs.max(axis=1)
             self.norm = float(np.max(dense_abs.sum(axis=1), initial=0.0))
         else:
-            full_rows = pattern.full_rows()
-            kfull = data[pattern.full_src]
-            s = ruiz(pattern.full_indptr, pattern.full_indices, kfull)
-            kfull *= s[full_rows]
-            kfull *= s[pattern.full_indices]
-            abs_full = np.abs(kfull)
-            self.row_norm = row_max(pattern.full_indptr, abs_full, self.dim)
+            src, indptr = pattern.full_src, pattern.full_indptr
+            abs_full = np.abs(data)[src]  # |K| row-wise, in the user's units
+            s = ruiz(indptr, pattern.full_indices, abs_full)
+            # K̂'s upper data (kᵢⱼ sᵢ) sⱼ, then both triangles from it: K̂ is
+            # exactly symmetric, and its upper data is the LDLᵀ's input.
+            upper = data * s[pattern.indices]
+            upper *= np.repeat(s, np.diff(pattern.indptr))
+            kfull = upper[src]
+            np.abs(kfull, out=abs_full)
+            # Row maxima and ‖K̂‖∞ by segments (every row holds its diagonal,
+            # and this path has more than a few dozen rows: none is empty).
+            self.row_norm = np.maximum.reduceat(abs_full, indptr[:-1])
+            self.norm = float(np.max(np.add.reduceat(abs_full, indptr[:-1])))
             shape = (self.dim, self.dim)
-            K = sp.csr_matrix((kfull, pattern.full_indices, pattern.full_indptr), shape=shape)
-            K_abs = sp.csr_matrix((abs_full, pattern.full_indices, pattern.full_indptr),
-                                  shape=shape)
-            self.norm = float(np.max(K_abs @ np.ones(self.dim), initial=0.0))
-            del full_rows
+            K = sp.csr_matrix((kfull, pattern.full_indices, indptr), shape=shape)
+            K_abs = sp.csr_matrix((abs_full, pattern.full_indices, indptr), shape=shape)
         self.scale = s
         self._lock = threading.Lock()  # the kernel ladder and the exact residual
         self._cond_lock = threading.Lock()  # the condition estimate (which may need both)
@@ -207,8 +210,7 @@ class Factorization:
         self._sparse = True
         self._pool = pool
         try:
-            ldl_sparse = RegularizedLDL(pattern, self._upper(), REGULARIZATION, pool,
-                                        overwrite=True)
+            ldl_sparse = RegularizedLDL(pattern, upper, REGULARIZATION, pool, overwrite=True)
         except ArithmeticError:
             ldl_sparse = RegularizedLDL(pattern, self._upper(), 1e3 * REGULARIZATION, None,
                                         overwrite=True)

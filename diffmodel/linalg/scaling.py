@@ -65,8 +65,14 @@ def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray) -> FloatArray:
     """
     dim = indptr.shape[0] - 1
     absdata = np.abs(data)
-    return _sweeps(lambda s: row_max(indptr, absdata * s[indices], dim),
-                   row_max(indptr, absdata, dim))
+    starts = indptr[:-1]
+    if dim and bool(np.all(indptr[1:] > starts)):  # no empty row (a KKT pattern's
+        def maxima(values: FloatArray) -> FloatArray:  # diagonal is always stored)
+            return np.asarray(np.maximum.reduceat(values, starts))
+    else:
+        def maxima(values: FloatArray) -> FloatArray:
+            return row_max(indptr, values, dim)
+    return _sweeps(lambda s: maxima(absdata * s[indices]), maxima(absdata))
 
 
 def ruiz_dense(abs_k: FloatArray) -> FloatArray:
