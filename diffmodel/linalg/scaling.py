@@ -49,13 +49,15 @@ def _power_of_two(x: FloatArray) -> FloatArray:
     return np.asarray(np.ldexp(1.0, exponent), dtype=np.float64)
 
 
-def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray) -> FloatArray:
+def ruiz(indptr: IntArray, indices: IntArray, abs_data: FloatArray) -> FloatArray:
     """Scale factors s (powers of two) that equilibrate a symmetric matrix.
 
     Parameters
     ----------
-    indptr, indices, data : ndarray
-        The full symmetric matrix in CSR form (both triangles).
+    indptr, indices : ndarray
+        The full symmetric matrix's pattern in CSR form (both triangles).
+    abs_data : ndarray
+        The absolute values of its entries (not modified).
 
     Returns
     -------
@@ -64,7 +66,6 @@ def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray) -> FloatArray:
         of 1 in every row that is not zero. Zero rows keep s = 1.
     """
     dim = indptr.shape[0] - 1
-    absdata = np.abs(data)
     starts = indptr[:-1]
     if dim and bool(np.all(indptr[1:] > starts)):  # no empty row (a KKT pattern's
         def maxima(values: FloatArray) -> FloatArray:  # diagonal is always stored)
@@ -72,7 +73,14 @@ def ruiz(indptr: IntArray, indices: IntArray, data: FloatArray) -> FloatArray:
     else:
         def maxima(values: FloatArray) -> FloatArray:
             return row_max(indptr, values, dim)
-    return _sweeps(lambda s: maxima(absdata * s[indices]), maxima(absdata))
+    scaled = np.empty_like(abs_data)  # |kᵢⱼ| sⱼ, one buffer for every sweep
+
+    def scaled_max(s: FloatArray) -> FloatArray:
+        np.take(s, indices, out=scaled)
+        np.multiply(scaled, abs_data, out=scaled)
+        return maxima(scaled)
+
+    return _sweeps(scaled_max, maxima(abs_data))
 
 
 def ruiz_dense(abs_k: FloatArray) -> FloatArray:
