@@ -357,27 +357,31 @@ class NumpyLayer:
                     for name, want in zip(call.names, wanted)]
         if call.size is None:
             given = {k: v[None] for k, v in given.items()}
+        # Each item's gradient for batched inputs; for broadcast ones only the sum
+        # over the items is formed (never one gradient per item of shared data).
+        summing = call.size is not None and not per_item
+        items = [k for k, b, w in zip(call.names, call.batched, wanted) if w and (b or not summing)]
+        sums = [k for k, b, w in zip(call.names, call.batched, wanted) if w and not b and summing]
 
         def run(chunk: tuple[tuple[int, int], BatchSolution]) -> dict[str, FloatArray]:
             (start, stop), batch = chunk
             primal = {k: v[start:stop] for k, v in given.items() if k in self._primal}
             dual = {k: v[start:stop] for k, v in given.items() if k not in self._primal}
-            return batch.backward(primal, dual)
+            return batch._backward_reduced(primal, dual, items, sums)
 
         parts = self._map(run, list(solved.chunks))
         result: list[FloatArray | None] = []
-        for name, batched, want in zip(call.names, call.batched, wanted):
+        for name, want in zip(call.names, wanted):
             if not want:
                 result.append(None)
                 continue
             pieces = [p[name] for p in parts]
-            grad = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-            if per_item:
-                pass
-            elif call.size is None:
-                grad = grad[0]
-            elif not batched:
-                grad = grad.sum(axis=0)  # a broadcast input: the sum over the items
+            if name in sums:
+                grad = pieces[0] if len(pieces) == 1 else np.sum(pieces, axis=0)
+            else:
+                grad = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+                if call.size is None and not per_item:
+                    grad = grad[0]
             result.append(grad)
         return result
 

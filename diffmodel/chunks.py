@@ -24,13 +24,14 @@ import numpy as np
 
 from ._typing import BoolArray, FloatArray, IntArray
 from .compiled import CompiledProblem
-from .diff import adjoint, adjoint_block, tangent
+from .diff import adjoint_multipliers, block_multipliers, pullback, pullback_sum, tangent
 from .engine import BatchResult, Engine, _shares_k
 from .errors import SolverError
 from .linalg import Factorization
 from .point import Point
 
 __all__ = ["ChunkTask", "ChunkResult", "run_chunk", "problem_bytes", "adjoint_columns",
+           "adjoint_reduced",
            "tangent_columns", "run_task", "BLOCK_COLUMNS", "WORKER_CACHE"]
 
 
@@ -274,32 +275,72 @@ def adjoint_columns(engine: Engine, task: ChunkTask,
     Scenarios that share K use one factorization for all their adjoint solves
     (``block`` = (factorization, rows, X, Y) when the caller has it, else one
     block solve of the chunk); the others use their kept ``points`` (the
-    chunk's, in order) or are solved again one by one.
+    chunk's, in order) or are solved again one by one. The pull-back to θ̃
+    runs on blocks of scenarios.
     """
+    out = np.full((engine.problem.layout.n_theta + 1, task.size), np.nan)
+    idx, X, Y, WX, WY = _multipliers(engine, task, block, points)
+    for s in range(0, idx.shape[0], BLOCK_COLUMNS):
+        cols = slice(s, s + BLOCK_COLUMNS)
+        out[:, idx[cols]] = pullback(engine.problem, X[:, cols], Y[:, cols], WX[:, cols],
+                                     WY[:, cols])
+    return out
+
+
+def adjoint_reduced(engine: Engine, task: ChunkTask, keep: IntArray, total: IntArray,
+                    block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None = None,
+                    points: Sequence[Point | None] | None = None
+                    ) -> tuple[FloatArray, FloatArray]:
+    """:func:`adjoint_columns` reduced to what a caller uses: the entries ``keep``
+    of every scenario's dℓ_i/dθ̃ (columns, NaN where not ok), and the entries
+    ``total`` of their sum over the chunk's scenarios (NaN if one is not ok).
+    """
+    idx, X, Y, WX, WY = _multipliers(engine, task, block, points)
+    per_item = np.full((keep.shape[0], task.size), np.nan)
+    summed = np.zeros(total.shape[0]) if idx.shape[0] == task.size else np.full(
+        total.shape[0], np.nan)
+    problem = engine.problem
+    for s in range(0, idx.shape[0], BLOCK_COLUMNS):
+        cols = slice(s, s + BLOCK_COLUMNS)
+        parts = (X[:, cols], Y[:, cols], WX[:, cols], WY[:, cols])
+        if keep.shape[0]:
+            per_item[:, idx[cols]] = pullback(problem, *parts, keep=keep)
+        if total.shape[0]:
+            summed += pullback_sum(problem, *parts)[total]
+    return per_item, summed
+
+
+def _multipliers(engine: Engine, task: ChunkTask,
+                 block: tuple[Factorization, IntArray, FloatArray, FloatArray] | None,
+                 points: Sequence[Point | None] | None
+                 ) -> tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The chunk's ok scenarios (indices), their solutions X, Y and adjoint
+    solutions WX, WY (columns, in that order), as :func:`adjoint_columns` says."""
     problem, thetas = engine.problem, task.thetas
     assert task.ok is not None and task.GX is not None and task.GY is not None
     GX = np.broadcast_to(task.GX, (task.GX.shape[0], task.size))
     GY = np.broadcast_to(task.GY, (task.GY.shape[0], task.size))
-    out = np.full((problem.layout.n_theta + 1, task.size), np.nan)
     idx = np.flatnonzero(task.ok)
-    if idx.shape[0] == 0:
-        return out
-    if (block is None and points is None and problem.m_ineq == 0
+    n, m, k = problem.n, problem.layout.rows, idx.shape[0]
+    if (k and block is None and points is None and problem.m_ineq == 0
             and _shares_k(problem, thetas, task.solver)):
         res = _solve_columns(engine, thetas, task.solver)
         if res.factorization is not None:
             block = (res.factorization, res.rows, res.X, res.Y)
+    WX, WY = np.empty((n, k)), np.empty((m, k))
     if block is not None:
         fact, rows, X, Y = block
-        for s in range(0, idx.shape[0], BLOCK_COLUMNS):
+        for s in range(0, k, BLOCK_COLUMNS):
             cols = idx[s: s + BLOCK_COLUMNS]
-            out[:, cols] = adjoint_block(problem, fact, rows, X[:, cols], Y[:, cols],
-                                         GX[:, cols], GY[:, cols])
-        return out
-    for i in idx:
+            WX[:, s: s + cols.shape[0]], WY[:, s: s + cols.shape[0]] = block_multipliers(
+                problem, fact, rows, GX[:, cols], GY[:, cols])
+        return idx, X[:, idx], Y[:, idx], WX, WY
+    X, Y = np.empty((n, k)), np.empty((m, k))
+    for c, i in enumerate(idx):
         point = _point(engine, task, int(i), points)
-        out[:, i] = adjoint(point, GX[:, i], GY[:, i])
-    return out
+        X[:, c], Y[:, c] = point.x, point.y
+        WX[:, c], WY[:, c] = adjoint_multipliers(point, GX[:, i], GY[:, i])
+    return idx, X, Y, WX, WY
 
 
 def tangent_columns(engine: Engine, task: ChunkTask,

@@ -43,7 +43,8 @@ from .point import Point
 from .solvers.active_set import dependent_row, loose_row
 from .tolerances import BACKWARD_TOL
 
-__all__ = ["tangent", "adjoint", "adjoint_block", "objective_gradient", "jacobian",
+__all__ = ["tangent", "adjoint", "adjoint_multipliers", "adjoint_block", "block_multipliers",
+           "pullback", "pullback_sum", "objective_gradient", "jacobian",
            "check_differentiable", "JACOBIAN_CHUNK"]
 
 
@@ -133,19 +134,18 @@ def _dF_times(problem: CompiledProblem, x: FloatArray, y: FloatArray,
 
 
 def _dF_adjoint(problem: CompiledProblem, x: FloatArray, y: FloatArray,
-                wx: FloatArray, wy: FloatArray, columns: IntArray | None = None,
-                stacked: FloatArray | None = None) -> FloatArray:
+                wx: FloatArray, wy: FloatArray, columns: IntArray | None = None
+                ) -> FloatArray:
     """(∂F/∂θ̃)ᵀ (wx, wy) for multipliers wy over all rows (zero off R).
 
-    With ``columns``: only those entries of the result. ``stacked`` may pass
-    (wx, wy) already concatenated.
+    With ``columns``: only those entries of the result.
     """
     P, M = problem.P, problem.M
 
     def pull(lmap: LinearMap, w: FloatArray) -> FloatArray:
         return lmap.adjoint_rows(w, columns) if columns is not None else lmap.apply_adjoint(w)
 
-    grad = pull(problem.f, np.concatenate([wx, wy]) if stacked is None else stacked)
+    grad = pull(problem.f, np.concatenate([wx, wy]))
     if P.dep.shape[0]:
         i, j = P.dep_row, P.dep_col
         h = _rows(wx, i) * _rows(x, j) + _rows(wx, j) * _rows(x, i)
@@ -287,17 +287,40 @@ def adjoint(point: Point, gx: FloatArray, gy: FloatArray, call: str = "backward(
     DerivativeError
         If the solution is not unique or the solve is not accurate.
     """
+    wx, wy = adjoint_multipliers(point, gx, gy, call)
+    return -_dF_adjoint(point.problem, point.x, point.y, wx, wy)
+
+
+@_quiet
+def adjoint_multipliers(point: Point, gx: FloatArray, gy: FloatArray,
+                        call: str = "backward()") -> tuple[FloatArray, FloatArray]:
+    """The adjoint solution ω = K⁻¹ (gx, gy_R) of a point, as (ω_x, ω_y) with
+    ω_y over all rows of M (zero off R): what :func:`adjoint` pulls back.
+    Raises as :func:`adjoint` does."""
     check_differentiable(point, call)
     rows, n = point.rows, point.problem.n
-    if point.all_rows:  # every row is in K: no gathering or scattering of rows
-        omega, err, _, _ = point.factorization.solve(np.concatenate([gx, gy]))
-        _check_solve(err, call)
-        return -_dF_adjoint(point.problem, point.x, point.y, omega[:n], omega[n:], stacked=omega)
-    omega, err, _, _ = point.factorization.solve(np.concatenate([gx, gy[rows]]))
+    rhs = np.concatenate([gx, gy if point.all_rows else gy[rows]])
+    omega, err, _, _ = point.factorization.solve(rhs)
     _check_solve(err, call)
+    if point.all_rows:
+        return omega[:n], omega[n:]
     wy = np.zeros(gy.shape[0])
     wy[rows] = omega[n:]
-    return -_dF_adjoint(point.problem, point.x, point.y, omega[:n], wy)
+    return omega[:n], wy
+
+
+@_quiet
+def block_multipliers(problem: CompiledProblem, fact: Factorization, rows: IntArray,
+                      GX: FloatArray, GY: FloatArray, call: str = "backward()"
+                      ) -> tuple[FloatArray, FloatArray]:
+    """:func:`adjoint_multipliers` for B points sharing one factorization over
+    ``rows`` (columns of GX, GY): (Ω_x, Ω_y), Ω_y over all rows of M."""
+    n = problem.n
+    Omega, errs, _ = fact.solve_many(np.vstack([GX, GY[rows]]))
+    _check_solve(errs, call)
+    WY = np.zeros(GY.shape)
+    WY[rows] = Omega[n:]
+    return Omega[:n], WY
 
 
 @_quiet
@@ -308,12 +331,51 @@ def adjoint_block(problem: CompiledProblem, fact: Factorization, rows: IntArray,
 
     Returns dℓ_b/dθ̃ as the columns of an (n_theta + 1, B) block.
     """
-    n = problem.n
-    Omega, errs, _ = fact.solve_many(np.vstack([GX, GY[rows]]))
-    _check_solve(errs, call)
-    WY = np.zeros(GY.shape)
-    WY[rows] = Omega[n:]
-    return -_dF_adjoint(problem, X, Y, Omega[:n], WY)
+    WX, WY = block_multipliers(problem, fact, rows, GX, GY, call)
+    return -_dF_adjoint(problem, X, Y, WX, WY)
+
+
+@_quiet
+def pullback(problem: CompiledProblem, X: FloatArray, Y: FloatArray, WX: FloatArray,
+             WY: FloatArray, keep: IntArray | None = None) -> FloatArray:
+    """dℓ_b/dθ̃ = −(∂F/∂θ̃)ᵀ ω_b for a block of points (columns of X, Y) and their
+    adjoint solutions (columns of WX, WY over all rows of M): every entry of
+    θ̃, or only the entries ``keep`` (shape (len(keep), B))."""
+    return -_dF_adjoint(problem, X, Y, WX, WY, columns=keep)
+
+
+@_quiet
+def pullback_sum(problem: CompiledProblem, X: FloatArray, Y: FloatArray, WX: FloatArray,
+                 WY: FloatArray) -> FloatArray:
+    """The sum over the block of :func:`pullback`'s columns, formed without them:
+    Σ_b ω_b,i x_b,j is one product of the blocks, so the gradient of data that
+    a batch shares costs one term per datum, not one per datum and point."""
+    return -_dF_adjoint_sum(problem, X, Y, WX, WY)
+
+
+def _dF_adjoint_sum(problem: CompiledProblem, X: FloatArray, Y: FloatArray,
+                    WX: FloatArray, WY: FloatArray) -> FloatArray:
+    """Σ_b (∂F/∂θ̃)ᵀ (ω_b) over the columns of the blocks, as :func:`_dF_adjoint`
+    would sum them, but with the products summed before the pull-back."""
+    P, M = problem.P, problem.M
+    grad = problem.f.apply_adjoint(np.concatenate([WX.sum(axis=1), WY.sum(axis=1)]))
+    if P.dep.shape[0]:
+        i, j = P.dep_row, P.dep_col
+        h = _pair_sums(WX, X, i, j) + _pair_sums(WX, X, j, i)
+        h[P.dep_diag] *= 0.5
+        grad += P.dep_map.apply_adjoint(h)
+    if M.dep.shape[0]:
+        r, j = M.dep_row, M.dep_col
+        grad += M.dep_map.apply_adjoint(_pair_sums(WX, Y, j, r) + _pair_sums(WY, X, r, j))
+    return np.asarray(grad)
+
+
+def _pair_sums(U: FloatArray, V: FloatArray, i: IntArray, j: IntArray) -> FloatArray:
+    """Σ_b U[i_e, b] V[j_e, b] for each pair e: from the product U Vᵀ where the
+    pairs cover a good part of it, else pair by pair."""
+    if 4 * i.shape[0] >= U.shape[0] * V.shape[0]:
+        return np.asarray((U @ V.T)[i, j])
+    return np.asarray(np.einsum("eb,eb->e", U[i], V[j]))
 
 
 @_quiet

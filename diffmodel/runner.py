@@ -21,12 +21,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ._typing import BoolArray, FloatArray
+from ._typing import BoolArray, FloatArray, IntArray
 from .chunks import (
     _SHIP_LOCK,
     ChunkResult,
     ChunkTask,
     adjoint_columns,
+    adjoint_reduced,
     problem_bytes,
     run_chunk,
     run_task,
@@ -352,6 +353,40 @@ class Runner:
         finally:
             bar.close()
         return out
+
+    def backward_reduced(self, result: BatchResult, solver: str, ok: BoolArray,
+                         GX: FloatArray, GY: FloatArray, chunk: int, keep: IntArray,
+                         total: IntArray) -> tuple[FloatArray, FloatArray]:
+        """:meth:`backward` reduced to what a caller uses: the entries ``keep`` of
+        every scenario's dℓ_i/dθ̃ (rows; NaN where not ``ok``) and the entries
+        ``total`` of their sum over the batch (NaN if a scenario is not ok).
+
+        In this process the other entries are never formed, nor the columns of
+        the sum (see :func:`~diffmodel.diff.pullback_sum`); on an executor the
+        full columns come back and are reduced here.
+        """
+        if self.executor is not None:
+            out = self.backward(result, solver, ok, GX, GY, chunk)
+            return out[keep], out[total].sum(axis=1)
+        size = result.thetas.shape[1]
+        per_item, summed = np.empty((keep.shape[0], size)), np.zeros(total.shape[0])
+        shared = result.factorization
+        bar = self._bar(size, "backward")
+        try:
+            for s in range(0, size, chunk):
+                cols = slice(s, s + chunk)
+                task = ChunkTask("backward", s, result.thetas[:, cols], solver, ok[cols],
+                                 GX[:, cols], GY[:, cols], active=result.active[:, cols])
+                block = (None if shared is None
+                         else (shared, result.rows, result.X[:, cols], result.Y[:, cols]))
+                points = None if result.points is None else result.points[cols]
+                per_item[:, cols], part = adjoint_reduced(self.engine, task, keep, total,
+                                                          block, points)
+                summed += part
+                bar.update(task.size)
+        finally:
+            bar.close()
+        return per_item, summed
 
     def derivative(self, result: BatchResult, solver: str, ok: BoolArray, dtheta: FloatArray,
                    chunk: int) -> tuple[FloatArray, FloatArray]:

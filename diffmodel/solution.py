@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 from . import analysis
 from ._packing import Packer
 from .analysis import ParameterRange, Prediction, SensitivityReport, Sweep
-from ._typing import BoolArray, FloatArray
+from ._typing import BoolArray, FloatArray, IntArray
 from .diff import adjoint, jacobian, objective_gradient, tangent
 from .engine import BatchResult, Engine
 from .runner import Execution, Runner
@@ -383,6 +383,37 @@ class BatchSolution:
         GX, GY = packer.outputs(primal, dual, "backward()", batch=self.batch_size)
         out = runner.backward(result, self.solver, ok, GX, GY, chunk)
         return packer.params_batch(out)
+
+    def _backward_reduced(self, primal: Mapping[str, ArrayLike] | None,
+                          dual: Mapping[str, ArrayLike] | None, per_item: Sequence[str],
+                          summed: Sequence[str]) -> dict[str, FloatArray]:
+        """:meth:`backward` for the parameters ``per_item`` (shape (B, *shape)) and
+        the sum over the scenarios of it for the parameters ``summed`` (shape
+        ``shape``; NaN if a scenario failed), forming nothing else: what a layer
+        needs for its batched and its broadcast inputs."""
+        result, runner, packer, ok, chunk = self._run()
+        GX, GY = packer.outputs(primal, dual, "backward()", batch=self.batch_size)
+        blocks = packer.layout.parameters
+
+        def entries(names: Sequence[str]) -> IntArray:
+            ranges = [np.arange(1 + blocks[k].offset, 1 + blocks[k].stop) for k in names]
+            return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
+
+        keep, total = entries(per_item), entries(summed)
+        rows, sums = runner.backward_reduced(result, self.solver, ok, GX, GY, chunk, keep, total)
+        out: dict[str, FloatArray] = {}
+        start = 0
+        for name in per_item:
+            block = blocks[name]
+            out[name] = np.ascontiguousarray(rows[start: start + block.size].T.reshape(
+                (self.batch_size, *block.shape), order="F"))
+            start += block.size
+        start = 0
+        for name in summed:
+            block = blocks[name]
+            out[name] = sums[start: start + block.size].reshape(block.shape, order="F").copy()
+            start += block.size
+        return out
 
     def derivative(self, directions: Mapping[str, ArrayLike]) -> dict[str, FloatArray]:
         """Forward mode for every scenario along one direction (shared by all).

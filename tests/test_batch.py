@@ -220,3 +220,113 @@ def test_scenarios_solved_again_for_derivatives_start_from_their_own_active_sets
     assert backend.osqp_solves == osqp and not cold
     for name in kept:
         np.testing.assert_array_equal(grads[name], kept[name])
+
+
+def _ineq_model():
+    """Capped holdings with a budget: P, q, the budget's coefficients and the caps vary."""
+    n = 6
+    x = cp.Variable(n, name="x")
+    L = cp.Parameter((n, n), name="L")
+    q = cp.Parameter(n, name="q")
+    a = cp.Parameter(n, name="a")
+    u = cp.Parameter(n, name="u")
+    model = dm.Model(cp.Minimize(0.5 * cp.sum_squares(L @ x) + q @ x),
+                     {"budget": a @ x == 1, "cap": x <= u, "floor": x >= -1})
+    rng = np.random.default_rng(5)
+    L.value = np.eye(n) + 0.1 * rng.standard_normal((n, n))
+    a.value, u.value = np.ones(n), np.full(n, 0.4)
+    size = 9
+    values = {"q": rng.standard_normal((size, n)),
+              "a": 1.0 + 0.1 * rng.standard_normal((size, n)),
+              "u": 0.3 + 0.1 * rng.random((size, n))}
+    return model, values
+
+
+def _dense_model():
+    """½xᵀPx + qᵀx + ½ Σ wᵢxᵢ² with A x = b: P dense, w on the diagonal."""
+    n, m = 6, 2
+    x = cp.Variable(n, name="x")
+    P = cp.Parameter((n, n), name="P", PSD=True)
+    w = cp.Parameter(n, name="w", nonneg=True)
+    q = cp.Parameter(n, name="q")
+    A = cp.Parameter((m, n), name="A")
+    b = cp.Parameter(m, name="b")
+    model = dm.Model(cp.Minimize(0.5 * cp.quad_form(x, P) + 0.5 * w @ cp.square(x) + q @ x),
+                     {"eq": A @ x == b})
+    rng = np.random.default_rng(6)
+    size = 8
+    M = rng.standard_normal((size, n, n))
+    values = {"P": M @ M.transpose(0, 2, 1) + np.eye(n), "w": rng.random((size, n)),
+              "q": rng.standard_normal((size, n)), "A": rng.standard_normal((size, m, n)),
+              "b": rng.standard_normal((size, m))}
+    return model, values
+
+
+def _sparse_dependence_model():
+    """½ Σ wᵢxᵢ² + qᵀx with A x + a ∘ x[:m] = b: P and M depend on few entries."""
+    n, m = 20, 10
+    data = random_qp(n, m, seed=4)
+    x = cp.Variable(n, name="x")
+    w = cp.Parameter(n, name="w", nonneg=True)
+    q = cp.Parameter(n, name="q")
+    a = cp.Parameter(m, name="a")
+    b = cp.Parameter(m, name="b")
+    model = dm.Model(cp.Minimize(0.5 * w @ cp.square(x) + q @ x),
+                     {"eq": data.A @ x + cp.multiply(a, x[:m]) == b})
+    rng = np.random.default_rng(7)
+    size = 8
+    values = {"w": 1.0 + rng.random((size, n)), "q": rng.standard_normal((size, n)),
+              "a": 0.1 * rng.standard_normal((size, m)), "b": rng.standard_normal((size, m))}
+    return model, values
+
+
+@pytest.mark.parametrize("case", ["shared K", "A varies", "dense P", "sparse dependence",
+                                  "inequalities", "process pool"])
+def test_reduced_backward_equals_the_rows_and_sums_of_the_full_one(case):
+    """What a layer asks for (every scenario's gradient for batched data, the sum
+    over scenarios for shared data, nothing for the rest) equals the full
+    backward's rows and sums, on every path: one shared factorization, kept
+    points, active sets, and an executor."""
+    rng = np.random.default_rng(2)
+    if case == "inequalities":
+        model, values = _ineq_model()
+        per_item, summed = ["q", "u"], ["L", "a"]
+    elif case == "sparse dependence":
+        model, values = _sparse_dependence_model()
+        per_item, summed = ["q"], ["w", "a", "b"]
+    elif case == "dense P":
+        model, values = _dense_model()
+        per_item, summed = ["A", "q"], ["P", "w", "b"]
+    else:
+        data = random_qp(9, 4, seed=3)
+        params = ("q", "b") if case == "shared K" else ("q", "b", "A")
+        model, _ = as_model(data, parameters=params)
+        values = _batch_values(data, params, 7, rng)
+        if case == "shared K":
+            per_item, summed = ["q"], ["b"]
+        else:
+            per_item, summed = ["A", "b"], ["q"]
+            values["q"] = values["q"][0]  # broadcast: its gradient is summed
+    executor = None
+    if case == "process pool":
+        from concurrent.futures import ProcessPoolExecutor
+        executor = ProcessPoolExecutor(2)
+    try:
+        batch = model.solve_batch(**values, executor=executor, chunk_size=3)
+        size = batch.batch_size
+        G = rng.standard_normal((size, *batch.primal["x"].shape[1:]))
+        con = next(iter(batch.dual))
+        H = rng.standard_normal(batch.dual[con].shape)
+        full = batch.backward({"x": G}, dual={con: H})
+        reduced = batch._backward_reduced({"x": G}, {con: H}, per_item, summed)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    assert set(reduced) == set(per_item) | set(summed)
+    for name in per_item:
+        np.testing.assert_allclose(reduced[name], full[name], rtol=1e-13, atol=1e-14)
+    for name in summed:
+        want = full[name].sum(axis=0)
+        assert reduced[name].shape == want.shape
+        np.testing.assert_allclose(reduced[name], want, rtol=1e-12,
+                                   atol=1e-13 * np.abs(full[name]).sum())
