@@ -19,6 +19,7 @@ pickles compactly. :class:`ProblemData` holds the numbers for one θ.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -327,6 +328,14 @@ class CompiledProblem:
     @property
     def m_ineq(self) -> int:
         return self.layout.m_ineq
+
+    @functools.cached_property
+    def k_parameters(self) -> frozenset[str]:
+        """The parameters that P or M depend on (by name): a batch in which none
+        of them is batched has the same K in every column."""
+        return frozenset(
+            name for name, block in self.layout.parameters.items()
+            if np.any((self.k_theta >= 1 + block.offset) & (self.k_theta < 1 + block.stop)))
 
     @property
     def k_constant(self) -> bool:

@@ -11,6 +11,7 @@ Pickling keeps only the compiled problem; the caches are rebuilt on use.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -234,10 +235,35 @@ def _finite_value(value: float) -> float:
     return value
 
 
+# What the packing of a batch told about it: the array that owns a batch's θ̃
+# (by id, with a weak reference to tell a reused id apart) and whether every
+# column has the same K because no parameter of P or M is batched. Scanning
+# for it costs a pass over every batched entry of P and M (30 ms for a dense
+# n = 500 matrix parameter and 128 columns), and every chunk and block asks.
+_SHARED: dict[int, tuple[weakref.ref[np.ndarray], bool]] = {}
+
+
+def note_shared_k(thetas: FloatArray, shared: bool) -> None:
+    """Record that every column of this batch's θ̃ has the same K (``shared``),
+    as its packing knows; :func:`_shares_k` then answers for it, and for any
+    block of its columns, without reading them."""
+    owner = thetas if thetas.base is None else thetas.base
+    key = id(owner)
+    _SHARED[key] = (weakref.ref(owner, lambda _: _SHARED.pop(key, None)), shared)
+
+
+def _known_shared(thetas: FloatArray) -> bool:
+    owner = thetas if thetas.base is None else thetas.base
+    entry = _SHARED.get(id(owner))
+    return entry is not None and entry[0]() is owner and entry[1]
+
+
 def _shares_k(problem: CompiledProblem, thetas: FloatArray, solver: str) -> bool:
     """Whether every column of θ̃ has the same K (no entry of P or M varies) for "kkt"."""
     if solver != "kkt":
         return False
+    if _known_shared(thetas):
+        return True
     index = problem.k_theta
     first = thetas[index, 0]
     # The last column first: where K varies it usually differs there already,

@@ -17,7 +17,7 @@ from ._typing import FloatArray
 from ._validation import ParamSpec
 from .canon import canonicalize
 from .compiled import CompiledProblem
-from .engine import Engine
+from .engine import Engine, note_shared_k
 from .runner import Runner
 from .errors import AccuracyWarning, DegenerateWarning, ModelError, NotSolvedError, SolverError
 from .solution import BatchSolution, Solution
@@ -416,7 +416,9 @@ class Model:
         check_progress(progress, "solve_batch()")
         runner = Runner(self._engine, executor,
                         lambda total, desc: progress_bar(total, desc, progress))
-        thetas, _ = self._packer.theta_batch(values, self._current_value, "solve_batch()")
+        thetas, batched = self._packer.theta_batch(values, self._current_value,
+                                                   "solve_batch()")
+        note_shared_k(thetas, self._problem.k_parameters.isdisjoint(batched))
         t1 = time.perf_counter()
         try:
             result, execution = runner.solve(

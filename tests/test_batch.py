@@ -330,3 +330,34 @@ def test_reduced_backward_equals_the_rows_and_sums_of_the_full_one(case):
         assert reduced[name].shape == want.shape
         np.testing.assert_allclose(reduced[name], want, rtol=1e-12,
                                    atol=1e-13 * np.abs(full[name]).sum())
+
+
+def test_a_batch_packed_without_batched_matrix_data_is_known_to_share_K():
+    """solve_batch records, from which parameters are batched, that K is shared:
+    chunks and blocks then never scan the batch's P and M entries (a pass over
+    every column); a batch that varies A is scanned as before."""
+    import gc
+
+    from diffmodel import engine as engine_module
+
+    data = random_qp(9, 4, seed=3)
+    model, _ = as_model(data, parameters=("q", "b", "A"))
+    assert model.compiled.k_parameters == {"A"}
+    rng = np.random.default_rng(0)
+    values = _batch_values(data, ("q", "b"), 6, rng)
+    batch = model.solve_batch(**values)
+    thetas = batch._parts()[0].thetas
+    assert engine_module._known_shared(thetas[:, 2:4])
+    assert batch.factorizations <= 1
+    varying = model.solve_batch(**_batch_values(data, ("q", "b", "A"), 6, rng))
+    assert not engine_module._known_shared(varying._parts()[0].thetas)
+    assert varying.factorizations == 6
+    # What is noted is dropped with the batch's array.
+    T = np.asfortranarray(rng.random((thetas.shape[0], 4)))
+    assert not engine_module._shares_k(model.compiled, T, "kkt")
+    engine_module.note_shared_k(T, True)
+    assert engine_module._shares_k(model.compiled, T[:, 1:], "kkt")
+    key = id(T)
+    del T
+    gc.collect()
+    assert key not in engine_module._SHARED
