@@ -167,6 +167,12 @@ class LinearMap:
         out: FloatArray = adj.dot(y)
         return out
 
+    @functools.cached_property
+    def support(self) -> IntArray:
+        """The columns of M with a nonzero entry (sorted): the only entries of x
+        that M x depends on, and of Mᵀ y that can be nonzero."""
+        return np.unique(self.matrix.indices).astype(np.int64)
+
     def columns(self, cols: IntArray) -> FloatArray:
         """The columns ``cols`` of M as a dense block: M applied to one-hot directions."""
         if self._dense:

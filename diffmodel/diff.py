@@ -138,20 +138,24 @@ def _dF_adjoint(problem: CompiledProblem, x: FloatArray, y: FloatArray,
                 ) -> FloatArray:
     """(∂F/∂θ̃)ᵀ (wx, wy) for multipliers wy over all rows (zero off R).
 
-    With ``columns``: only those entries of the result.
+    With ``columns``: only those entries of the result (a term whose map
+    touches none of them is skipped, products and all).
     """
     P, M = problem.P, problem.M
 
     def pull(lmap: LinearMap, w: FloatArray) -> FloatArray:
         return lmap.adjoint_rows(w, columns) if columns is not None else lmap.apply_adjoint(w)
 
+    def needed(lmap: LinearMap) -> bool:
+        return columns is None or bool(np.isin(columns, lmap.support).any())
+
     grad = pull(problem.f, np.concatenate([wx, wy]))
-    if P.dep.shape[0]:
+    if P.dep.shape[0] and needed(P.dep_map):
         i, j = P.dep_row, P.dep_col
         h = _rows(wx, i) * _rows(x, j) + _rows(wx, j) * _rows(x, i)
         h[P.dep_diag] *= 0.5
         grad += pull(P.dep_map, h)
-    if M.dep.shape[0]:
+    if M.dep.shape[0] and needed(M.dep_map):
         r, j = M.dep_row, M.dep_col
         grad += pull(M.dep_map, _rows(wx, j) * _rows(y, r) + _rows(wy, r) * _rows(x, j))
     return np.asarray(grad)
