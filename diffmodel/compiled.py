@@ -153,9 +153,25 @@ class LinearMap:
         self._adj: FloatArray | sp.csr_matrix | None = None
 
     def apply(self, x: FloatArray) -> FloatArray:
-        """M x (x may be a block of columns)."""
+        """M x (x may be a block of columns: only the rows of the block that M
+        reads are taken, so that a wide block is never copied whole)."""
+        if x.ndim == 2:
+            narrow = self._narrow
+            if narrow is not None:
+                support, sub = narrow
+                return np.asarray(sub.dot(x[support]))
         out: FloatArray = self._fwd.dot(x)
         return out
+
+    @functools.cached_property
+    def _narrow(self) -> tuple[IntArray, FloatArray | sp.csr_matrix] | None:
+        """(support, M restricted to it) when M reads less than half of x."""
+        support = self.support
+        if 2 * support.shape[0] >= self.shape[1]:
+            return None
+        sub = (np.ascontiguousarray(np.asarray(self._fwd)[:, support]) if self._dense
+               else sp.csr_matrix(self.matrix[:, support]))
+        return support, sub
 
     def apply_adjoint(self, y: FloatArray) -> FloatArray:
         """Mᵀ y (y may be a block of columns)."""

@@ -361,3 +361,28 @@ def test_a_batch_packed_without_batched_matrix_data_is_known_to_share_K():
     del T
     gc.collect()
     assert key not in engine_module._SHARED
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse map", "dense map"])
+def test_a_map_applied_to_a_wide_block_reads_only_its_support(dense):
+    """LinearMap.apply on a block of columns takes only the rows the map reads
+    (q and b of a θ̃ that also holds a large matrix parameter): the same
+    numbers as column by column."""
+    import scipy.sparse as sp
+
+    from diffmodel.compiled import DENSE_LIMIT, LinearMap
+
+    rng = np.random.default_rng(3)
+    cols = 40 if dense else 4000
+    M = sp.random(30, cols, density=1.0, random_state=1, format="csr")
+    M = sp.csr_matrix(M.multiply(np.isin(np.arange(cols), [0, 3, 4, 17, 25, 26])))
+    M.eliminate_zeros()
+    lmap = LinearMap(M)
+    assert lmap._dense == (30 * cols <= DENSE_LIMIT) == dense
+    np.testing.assert_array_equal(lmap.support, [0, 3, 4, 17, 25, 26])
+    X = np.asfortranarray(rng.standard_normal((cols, 9)))
+    block = lmap.apply(X)
+    assert lmap._narrow is not None
+    for j in range(9):
+        np.testing.assert_allclose(block[:, j], lmap.apply(X[:, j]), rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(block, M @ X, rtol=1e-14, atol=1e-14)
