@@ -274,3 +274,44 @@ def test_a_block_of_equal_right_hand_sides_is_solved_once(
     np.testing.assert_array_equal(omega, np.full(50, mixed_omega[0]))
     np.testing.assert_array_equal(acc, np.full(50, mixed_acc[0]))
     assert np.linalg.norm(fact.times(Z[:, 0]) - g) <= 1e-12 * np.linalg.norm(g)
+
+
+def test_a_dense_active_set_system_is_taken_from_one_dense_k_bit_for_bit() -> None:
+    """On the dense path, K over a set of rows is cut from one dense K over all
+    rows per parameter value (no pattern per active set): the same matrix,
+    entry for entry, as assembled from its own pattern, and the same factors."""
+    import cvxpy as cp
+
+    from diffmodel.engine import Engine
+    from diffmodel.linalg import Factorization, KKTPattern
+
+    rng = np.random.default_rng(9)
+    n, m_eq, m_in = 12, 3, 9
+    x = cp.Variable(n, name="x")
+    P = cp.Parameter((n, n), name="P", PSD=True)
+    A = cp.Parameter((m_eq, n), name="A")
+    G = cp.Parameter((m_in, n), name="G")
+    model = dm.Model(cp.Minimize(0.5 * cp.quad_form(x, P)),
+                     {"eq": A @ x == 1, "cap": G @ x <= 1})
+    M = rng.standard_normal((n, n))
+    P.value = M @ M.T + np.eye(n)
+    A.value = rng.standard_normal((m_eq, n))
+    G.value = rng.standard_normal((m_in, n)) * 10.0 ** rng.integers(-3, 4, (m_in, 1))
+    engine = Engine(model.compiled)
+    theta, _ = model._packer.theta({}, model._current_value, "test")
+    data, k_values = engine.data(theta)
+    cache = engine.cache
+    problem = model.compiled
+    for trial in range(6):
+        rows = np.concatenate([np.arange(m_eq), m_eq + np.flatnonzero(rng.random(m_in) < 0.5)])
+        assert cache.dense(rows)
+        pattern = KKTPattern.build(n, problem.P.indptr, problem.P.indices, problem.M.indptr,
+                                   problem.M.indices, rows)
+        want = pattern.dense(pattern.assemble(data.P_data, data.M_data))
+        got = cache._dense_k(data, k_values, rows)
+        np.testing.assert_array_equal(got, want)
+        a = Factorization(pattern, pattern.assemble(data.P_data, data.M_data), need_inertia=True)
+        b = Factorization.from_dense(n, rows.shape[0], got, reused=False)
+        rhs = rng.standard_normal(n + rows.shape[0])
+        np.testing.assert_array_equal(a.solve(rhs).z, b.solve(rhs).z)
+        assert a.inertia == b.inertia and a.cond == b.cond

@@ -99,13 +99,15 @@ class Refined(NamedTuple):
     accuracy: float
 
 
-def _use_dense(pattern: KKTPattern) -> bool:
-    dim = pattern.dim
+def use_dense(dim: int, nnz: int) -> bool:
+    """Whether a KKT matrix of order ``dim`` with ``nnz`` stored upper entries
+    is factored densely (small, or dense enough)."""
     if dim <= 64:
         return True
-    filled = 2 * pattern.nnz  # (both triangles, roughly)
+    filled = 2 * nnz  # (both triangles, roughly)
     return ((dim <= DENSE_MAX_DIM and filled >= DENSE_MIN_DENSITY * dim * dim)
             or (dim <= DENSE_LARGE_MAX_DIM and filled >= DENSE_LARGE_MIN_DENSITY * dim * dim))
+
 
 
 class Factorization:
@@ -142,69 +144,38 @@ class Factorization:
     rungs of the ladder are computed on first use, under locks.
     """
 
+    pattern: KKTPattern | None  # (None when built from a dense K)
+    inertia: tuple[int, int] | None
+    _K: FloatArray | sp.csr_matrix
+    _K_abs: FloatArray | sp.csr_matrix
+    _ladder: list[Kernel]
+
     def __init__(self, pattern: KKTPattern, data: FloatArray, *, need_inertia: bool,
                  pool: SolverPool | None = None, reused: bool = True) -> None:
         self.pattern = pattern
         self.n, self.rows, self.dim = pattern.n, pattern.rows, pattern.dim
+        if use_dense(pattern.dim, pattern.nnz):  # K̂ straight into a dense array
+            self._setup_dense(pattern.dense(data), reused)
+            return
         # K̂ = S K S row-wise, scaled in place (one temporary at a time: this
         # sets the solve's peak memory on large problems).
-        dense_path = _use_dense(pattern)
-        if dense_path:  # K̂ straight into a dense array: no sparse matrices at all
-            dense = pattern.dense(data)
-            s = ruiz_dense(np.abs(dense))
-            dense *= s[:, None]  # (kᵢⱼ sᵢ) sⱼ, as on the sparse path
-            dense *= s[None, :]
-            dense_abs = np.abs(dense)
-            self.row_norm = dense_abs.max(axis=1)
-            self.norm = float(np.max(dense_abs.sum(axis=1), initial=0.0))
-        else:
-            src, indptr = pattern.full_src, pattern.full_indptr
-            abs_full = np.abs(data)[src]  # |K| row-wise, in the user's units
-            s = ruiz(indptr, pattern.full_indices, abs_full)
-            # K̂'s upper data (kᵢⱼ sᵢ) sⱼ, then both triangles from it: K̂ is
-            # exactly symmetric, and its upper data is the LDLᵀ's input.
-            upper = data * s[pattern.indices]
-            upper *= np.repeat(s, np.diff(pattern.indptr))
-            kfull = upper[src]
-            np.abs(kfull, out=abs_full)
-            # Row maxima and ‖K̂‖∞ by segments (every row holds its diagonal,
-            # and this path has more than a few dozen rows: none is empty).
-            self.row_norm = np.maximum.reduceat(abs_full, indptr[:-1])
-            self.norm = float(np.max(np.add.reduceat(abs_full, indptr[:-1])))
-            shape = (self.dim, self.dim)
-            K = sp.csr_matrix((kfull, pattern.full_indices, indptr), shape=shape)
-            K_abs = sp.csr_matrix((abs_full, pattern.full_indices, indptr), shape=shape)
-        self.scale = s
-        self._lock = threading.Lock()  # the kernel ladder and the exact residual
-        self._cond_lock = threading.Lock()  # the condition estimate (which may need both)
-        self._cond: float | None = None
-        self._null: FloatArray | None = None
-        self._residuals: list[ExactResidual | ExtendedResidual] | None = None
-        self._sparse = False
-        self.inertia: tuple[int, int] | None = None
-        if dense_path:
-            self._K: FloatArray | sp.csr_matrix = dense
-            self._K_abs: FloatArray | sp.csr_matrix = dense_abs
-            ldl = DenseLDL(dense)
-            cond = np.inf if ldl.singular else self.norm * ldl.inverse_norm(self.norm)
-            kernel: DenseLDL | DenseEigen = ldl
-            if cond <= SINGULAR_COND:
-                self._cond, self.kind = cond, "dense"
-            else:
-                kernel, self.kind = DenseEigen(dense), "eigen"
-            self.inertia = kernel.inertia()
-            self._ladder: list[Kernel] = [kernel]
-            self._fast = (self.kind == "dense" and 2 * cond * EPS <= EXTRA_TRIGGER
-                          and self.dim <= _FAST_MAX_DIM
-                          and bool(np.all((s >= 2.0**-100) & (s <= 2.0**100))))
-            # K⁻¹ costs more than a solve or two above a few dozen rows: it is
-            # formed only where this K is expected to serve many solves. (Fixed
-            # per problem, never by history: a repeated solve repeats its bits.)
-            self._fast = self._fast and (reused or self.dim <= _FAST_EAGER_DIM)
-            self._fast_cond = cond
-            self._fast_parts: tuple[FloatArray, FloatArray, FloatArray] | None = (
-                self._fast_arrays() if self._fast else None)
-            return
+        src, indptr = pattern.full_src, pattern.full_indptr
+        abs_full = np.abs(data)[src]  # |K| row-wise, in the user's units
+        s = ruiz(indptr, pattern.full_indices, abs_full)
+        # K̂'s upper data (kᵢⱼ sᵢ) sⱼ, then both triangles from it: K̂ is
+        # exactly symmetric, and its upper data is the LDLᵀ's input.
+        upper = data * s[pattern.indices]
+        upper *= np.repeat(s, np.diff(pattern.indptr))
+        kfull = upper[src]
+        np.abs(kfull, out=abs_full)
+        # Row maxima and ‖K̂‖∞ by segments (every row holds its diagonal, and
+        # this path has more than a few dozen rows: none is empty).
+        self.row_norm = np.maximum.reduceat(abs_full, indptr[:-1])
+        self.norm = float(np.max(np.add.reduceat(abs_full, indptr[:-1])))
+        shape = (self.dim, self.dim)
+        K = sp.csr_matrix((kfull, pattern.full_indices, indptr), shape=shape)
+        K_abs = sp.csr_matrix((abs_full, pattern.full_indices, indptr), shape=shape)
+        self._setup_common(s)
         self._fast = False
         self._K, self._K_abs = K, K_abs
         self._sparse = True
@@ -220,6 +191,59 @@ class Factorization:
             self.inertia = ldl_sparse.inertia()
             if self.inertia is None:
                 raise ArithmeticError("zero or non-finite pivot in the LDL factorization")
+
+    @classmethod
+    def from_dense(cls, n: int, rows: int, K: FloatArray, *, reused: bool = True
+                   ) -> Factorization:
+        """The factorization of a dense K (n primal rows, then ``rows`` constraint
+        rows; overwritten), as the dense path of the constructor makes it from a
+        pattern and its data: for callers that hold K densely already."""
+        self = cls.__new__(cls)
+        self.pattern = None
+        self.n, self.rows, self.dim = n, rows, n + rows
+        self._setup_dense(K, reused)
+        return self
+
+    def _setup_common(self, s: FloatArray) -> None:
+        self.scale = s
+        self._lock = threading.Lock()  # the kernel ladder and the exact residual
+        self._cond_lock = threading.Lock()  # the condition estimate (which may need both)
+        self._cond: float | None = None
+        self._null: FloatArray | None = None
+        self._residuals: list[ExactResidual | ExtendedResidual] | None = None
+        self._sparse = False
+        self.inertia = None
+
+    def _setup_dense(self, dense: FloatArray, reused: bool) -> None:
+        """Equilibrate and factor a dense K (in place), choosing the kernel."""
+        s = ruiz_dense(np.abs(dense))
+        dense *= s[:, None]  # (kᵢⱼ sᵢ) sⱼ, as on the sparse path
+        dense *= s[None, :]
+        dense_abs = np.abs(dense)
+        self.row_norm = dense_abs.max(axis=1)
+        self.norm = float(np.max(dense_abs.sum(axis=1), initial=0.0))
+        self._setup_common(s)
+        self._K = dense
+        self._K_abs = dense_abs
+        ldl = DenseLDL(dense)
+        cond = np.inf if ldl.singular else self.norm * ldl.inverse_norm(self.norm)
+        kernel: DenseLDL | DenseEigen = ldl
+        if cond <= SINGULAR_COND:
+            self._cond, self.kind = cond, "dense"
+        else:
+            kernel, self.kind = DenseEigen(dense), "eigen"
+        self.inertia = kernel.inertia()
+        self._ladder = [kernel]
+        self._fast = (self.kind == "dense" and 2 * cond * EPS <= EXTRA_TRIGGER
+                      and self.dim <= _FAST_MAX_DIM
+                      and bool(np.all((s >= 2.0**-100) & (s <= 2.0**100))))
+        # K⁻¹ costs more than a solve or two above a few dozen rows: it is
+        # formed only where this K is expected to serve many solves. (Fixed
+        # per problem, never by history: a repeated solve repeats its bits.)
+        self._fast = self._fast and (reused or self.dim <= _FAST_EAGER_DIM)
+        self._fast_cond = cond
+        self._fast_parts: tuple[FloatArray, FloatArray, FloatArray] | None = (
+            self._fast_arrays() if self._fast else None)
 
     @property
     def delta(self) -> float:
@@ -419,7 +443,7 @@ class Factorization:
     def _upper(self) -> FloatArray:
         """K̂'s upper-triangular data (sparse path), read from the full K̂ when a
         kernel needs it rather than kept."""
-        assert isinstance(self._K, sp.csr_matrix)  # (the sparse path's invariant)
+        assert isinstance(self._K, sp.csr_matrix) and self.pattern is not None  # (sparse path)
         src = self.pattern.full_src
         position = np.empty(self.pattern.nnz, dtype=src.dtype)
         position[src] = np.arange(src.shape[0], dtype=src.dtype)  # either copy of a pair
@@ -432,7 +456,7 @@ class Factorization:
             index = next(i for i, k in enumerate(ladder) if k is kernel)
             if index + 1 < len(ladder):
                 return ladder[index + 1]
-            if not self._sparse or kernel.exact:
+            if not self._sparse or kernel.exact or self.pattern is None:
                 return None
             try:
                 if len(ladder) < _LDL_RUNGS:
