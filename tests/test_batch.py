@@ -386,3 +386,40 @@ def test_a_map_applied_to_a_wide_block_reads_only_its_support(dense):
     for j in range(9):
         np.testing.assert_allclose(block[:, j], lmap.apply(X[:, j]), rtol=1e-15, atol=1e-15)
     np.testing.assert_allclose(block, M @ X, rtol=1e-14, atol=1e-14)
+
+
+def test_a_bad_item_of_a_batch_with_attributes_is_named():
+    """Values of parameters declared PSD, nonneg, bounded, symmetric or diagonal
+    are checked item by item in a batch; the message names the bad item."""
+    n, B = 4, 6
+    x = cp.Variable(n, name="x")
+    P = cp.Parameter((n, n), name="P", PSD=True)
+    w = cp.Parameter(n, name="w", nonneg=True)
+    u = cp.Parameter(n, name="u", bounds=(np.zeros(n), np.full(n, 5.0)))
+    S = cp.Parameter((n, n), name="S", symmetric=True)
+    D = cp.Parameter((n, n), name="D", diag=True)
+    model = dm.Model(cp.Minimize(0.5 * cp.quad_form(x, P) + 0.5 * w @ cp.square(x)
+                                 + cp.sum(S @ x) + cp.sum(D @ x) - cp.sum(x)),
+                     {"cap": x <= u})
+    rng = np.random.default_rng(8)
+    M = rng.standard_normal((B, n, n))
+    good = {"P": M @ M.transpose(0, 2, 1) + 1e-3 * np.eye(n), "w": rng.random((B, n)),
+            "u": 1.0 + rng.random((B, n)), "S": M + M.transpose(0, 2, 1),
+            "D": np.einsum("bi,ij->bij", rng.random((B, n)), np.eye(n))}
+    model.solve_batch(**good, progress=False)
+    semidefinite = good["P"].copy()
+    semidefinite[0] = np.diag([1.0, 1.0, 0.0, 0.0])  # singular, yet PSD: accepted
+    model.solve_batch(**{**good, "P": semidefinite}, progress=False)
+    bad_cases = {
+        "P": (3, lambda v: -v, r"parameter 'P\[3\]': declared PSD=True.*not positive semidef"),
+        "w": (2, lambda v: v - 2.0, r"parameter 'w\[2\]': declared nonneg=True"),
+        "u": (5, lambda v: v + 10.0, r"parameter 'u\[5\]': the value lies outside"),
+        "S": (1, lambda v: v + np.triu(np.ones((n, n)), 1), r"parameter 'S\[1\]': declared "
+              r"symmetric"),
+        "D": (4, lambda v: v + 1.0, r"parameter 'D\[4\]': declared diag=True"),
+    }
+    for name, (i, spoil, message) in bad_cases.items():
+        values = {k: v.copy() for k, v in good.items()}
+        values[name][i] = spoil(values[name][i])
+        with pytest.raises(dm.ModelError, match=message):
+            model.solve_batch(**values, progress=False)
