@@ -31,8 +31,7 @@ from .linalg import Factorization
 from .point import Point
 
 __all__ = ["ChunkTask", "ChunkResult", "run_chunk", "problem_bytes", "adjoint_columns",
-           "adjoint_reduced",
-           "tangent_columns", "run_task", "BLOCK_COLUMNS", "WORKER_CACHE"]
+           "adjoint_reduced", "tangent_columns", "run_task", "BLOCK_COLUMNS", "WORKER_CACHE"]
 
 
 # ------------------------------------------------------------------ chunks
@@ -124,8 +123,8 @@ class Repeated:
 
 def compact(block: Any) -> Any:
     """A 2-D float block with rows repeated across its columns as :class:`Repeated`;
-    anything else as it is. NaN rows count as
-    differing, so the block comes back bit for bit (up to the sign of zeros)."""
+    anything else as it is. NaN rows count as differing, so the block comes
+    back bit for bit (up to the sign of zeros)."""
     if (not isinstance(block, np.ndarray) or block.ndim != 2 or block.shape[1] < 2
             or block.dtype != np.float64):
         return block
