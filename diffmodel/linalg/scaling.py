@@ -110,6 +110,11 @@ def _sweeps(scaled_max: Callable[[FloatArray], FloatArray], first: FloatArray) -
     for sweep in range(RUIZ_MAX_ITER):
         rmax = first if sweep == 0 else scaled_max(s) * s
         live = rmax > 0
+        if live.all():  # (the usual case: no zero row, no masks)
+            if np.abs(np.log2(rmax)).max() <= bound:
+                break
+            s = _power_of_two(s / np.sqrt(rmax))
+            continue
         if not live.any() or np.abs(np.log2(rmax[live])).max() <= bound:
             break
         s[live] = _power_of_two(s[live] / np.sqrt(rmax[live]))
