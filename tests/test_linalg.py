@@ -302,8 +302,9 @@ def test_a_dense_active_set_system_is_taken_from_one_dense_k_bit_for_bit() -> No
     data, k_values = engine.data(theta)
     cache = engine.cache
     problem = model.compiled
-    for trial in range(6):
-        rows = np.concatenate([np.arange(m_eq), m_eq + np.flatnonzero(rng.random(m_in) < 0.5)])
+    for trial in range(7):
+        rows = (np.arange(m_eq + m_in) if trial == 0 else  # every row: assembled directly
+                np.concatenate([np.arange(m_eq), m_eq + np.flatnonzero(rng.random(m_in) < 0.5)]))
         assert cache.dense(rows)
         pattern = KKTPattern.build(n, problem.P.indptr, problem.P.indices, problem.M.indptr,
                                    problem.M.indices, rows)

@@ -177,6 +177,30 @@ class KKTPattern:
         flat[mirror] = data  # indexing with row and column arrays, and no gather)
         return out
 
+    def dense_from(self, p_data: FloatArray, m_data: FloatArray) -> FloatArray:
+        """``dense(assemble(p_data, m_data))`` without the upper data in between:
+        P's and the rows' entries scattered straight to their places and mirrors."""
+        dim = self.dim
+        out = np.zeros(dim * dim)
+        p_up, p_mirror, c_up, c_mirror, c_src = self._dense_sources
+        out[p_up] = p_data
+        out[p_mirror] = p_data
+        c = m_data[c_src]
+        out[c_up] = c
+        out[c_mirror] = c
+        return out.reshape(dim, dim)
+
+    @functools.cached_property
+    def _dense_sources(self) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+        """For :meth:`dense_from`: the flat positions of P's entries and of the
+        rows' entries, each with its mirror, and ``c_src``, as native indices
+        (NumPy converts narrower index arrays on every use, which costs more
+        than the scatter itself at these sizes)."""
+        upper, mirror = self._dense_positions
+        return (upper[self.p_pos].astype(np.intp), mirror[self.p_pos].astype(np.intp),
+                upper[self.c_pos].astype(np.intp), mirror[self.c_pos].astype(np.intp),
+                self.c_src.astype(np.intp))
+
     @functools.cached_property
     def _dense_positions(self) -> tuple[IntArray, IntArray]:
         """Row-major flat positions of each upper entry and of its mirror image,

@@ -98,15 +98,14 @@ class KKTCache:
         """K over ``rows`` as a dense array: taken from K over every row, formed
         once per K (an active-set solve factors several row sets of one K)."""
         n = self.problem.n
+        pattern = self._all_rows()[0]
         if rows.shape[0] == self.problem.layout.rows:  # all of it: nothing to keep
-            pattern = self._all_rows()[0]
-            return pattern.dense(pattern.assemble(data.P_data, data.M_data))
+            return pattern.dense_from(data.P_data, data.M_data)
         cached = self._dense_all  # an atomic read of an immutable pair
         if cached is not None and np.array_equal(cached[0], k_values):
             full = cached[1]
         else:
-            pattern = self._all_rows()[0]
-            full = pattern.dense(pattern.assemble(data.P_data, data.M_data))
+            full = pattern.dense_from(data.P_data, data.M_data)
             self._dense_all = (k_values.copy(), full)
         out = np.zeros((n + rows.shape[0], n + rows.shape[0]))
         out[:n, :n] = full[:n, :n]
