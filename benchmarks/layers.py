@@ -645,11 +645,12 @@ def main() -> None:
         kept = [r for r in previous["rows"]
                 if not (r["tool"] in args.tools and r["n"] in sizes)]
         rows = kept + rows
+        note = (f" Rows of {', '.join(args.tools)} at n = "
+                f"{', '.join(map(str, sizes))} rerun on {env['date']}.")
         earlier = previous["environment"]["threads"].partition(" Rows of ")
         if earlier[1]:  # the notes of earlier merges still describe rows kept
-            env["threads"] += earlier[1] + earlier[2]
-        env["threads"] += (f" Rows of {', '.join(args.tools)} at n = "
-                           f"{', '.join(map(str, sizes))} rerun on {env['date']}.")
+            env["threads"] += (earlier[1] + earlier[2]).replace(note, "")
+        env["threads"] += note
     table, targets = report(rows, env)
     print(table)
     if not args.quick:
