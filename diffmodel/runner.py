@@ -35,6 +35,7 @@ from .chunks import (
 from .engine import BatchResult, Engine, _shares_k
 from .errors import ModelError, SolverError
 from .linalg import Factorization
+from .linalg.factor import same_columns
 from .point import Point
 
 __all__ = ["Runner", "Execution", "ProgressBar", "TASK_SECONDS", "TASK_BYTES",
@@ -131,12 +132,6 @@ class Execution:
             return 0.0
         idle = self.wall * min(self.workers, self.chunks) - self.compute
         return max(idle, 0.0) / self.chunks
-
-
-def _same_columns(G: FloatArray) -> bool:
-    """Whether every column of G equals the first (a gradient shared by a batch)."""
-    return G.shape[1] <= 1 or (np.array_equal(G[:, -1], G[:, 0])
-                               and bool(np.all(G == G[:, :1])))
 
 
 def _dask_client(executor: Executor | None) -> Any:
@@ -325,7 +320,7 @@ class Runner:
                  GY: FloatArray, chunk: int) -> FloatArray:
         """dℓ_i/dθ̃ for every scenario (columns; NaN where not ``ok``), chunk by chunk."""
         thetas, size = result.thetas, result.thetas.shape[1]
-        if self.executor is not None and _same_columns(GX) and _same_columns(GY):
+        if self.executor is not None and same_columns(GX) and same_columns(GY):
             GX, GY = GX[:, :1], GY[:, :1]  # one gradient for all: sent as one column
 
         def columns(G: FloatArray, s: int) -> FloatArray:

@@ -109,6 +109,12 @@ def use_dense(dim: int, nnz: int) -> bool:
             or (dim <= DENSE_LARGE_MAX_DIM and filled >= DENSE_LARGE_MIN_DENSITY * dim * dim))
 
 
+def same_columns(block: FloatArray) -> bool:
+    """Whether every column of a 2-D block equals the first (e.g. a loss
+    gradient shared by a batch); the last column is compared first."""
+    return block.shape[1] <= 1 or (np.array_equal(block[:, -1], block[:, 0])
+                                   and bool(np.all(block == block[:, :1])))
+
 
 class Factorization:
     """A factorization of the equilibrated KKT matrix, verified on every solve.
@@ -322,8 +328,7 @@ class Factorization:
         batch) is solved once: the same system, the same answer, the same ω.
         """
         k = rhs.shape[1]
-        if k > 1 and np.array_equal(rhs[:, -1], rhs[:, 0]) and bool(
-                np.all(rhs == rhs[:, :1])):
+        if k > 1 and same_columns(rhs):
             z, omega, accuracy = self.solve_many(rhs[:, :1])
             return (np.repeat(z, k, axis=1), np.repeat(omega, k),
                     np.repeat(accuracy, k))

@@ -87,11 +87,6 @@ class KKTPattern:
     def full_src(self) -> IntArray:
         return self._full_arrays[2]
 
-    def full_rows(self) -> IntArray:
-        """Row of every entry of the full pattern (computed, not stored)."""
-        return np.repeat(np.arange(self.dim, dtype=self.full_indices.dtype),
-                         np.diff(self.full_indptr))
-
     def cols(self) -> IntArray:
         """Column of every entry of the upper triangle (computed, not stored)."""
         return np.repeat(np.arange(self.dim, dtype=self.indices.dtype), np.diff(self.indptr))
@@ -211,10 +206,6 @@ class KKTPattern:
         rows, cols = self.indices.astype(dtype), self.cols().astype(dtype)
         return rows * dim + cols, cols * dim + rows
 
-    def full(self, data: FloatArray) -> sp.csr_matrix:
-        """The full symmetric K, row-wise, for the upper data ``data``."""
-        return sp.csr_matrix((data[self.full_src], self.full_indices, self.full_indptr),
-                             shape=(self.dim, self.dim))
 
 
 def _full(indptr: IntArray, indices: IntArray,

@@ -135,10 +135,7 @@ class KKTCache:
             fact = Factorization.from_dense(self.problem.n, rows.shape[0],
                                             self._dense_k(data, k_values, rows),
                                             reused=self.problem.k_constant)
-            with self._lock:
-                known = key in self._entries
-            if not known:
-                self._remember(key, None)
+            self._remember(key, None)  # (a row set's entry, also for the LRU order)
         else:
             pattern, pool = self.pattern(rows)
             fact = Factorization(pattern, pattern.assemble(data.P_data, data.M_data),
