@@ -332,7 +332,7 @@ class ActiveSetBackend:
             z, omega, _, estimate = fact.solve(rhs)
             if fact.singular:
                 if omega <= BACKWARD_TOL:  # dependent but consistent: share multipliers
-                    drop = dependent_row(fact, kept, m_eq)
+                    drop = dependent_row(fact, kept, m_eq, z[n:])
                     if drop.shape[0]:
                         dependent[drop] = True
                         seen.discard(key)
@@ -369,9 +369,6 @@ class ActiveSetBackend:
         problem, n, m_eq = self.problem, self.problem.n, self.problem.m_eq
         y = np.zeros(problem.layout.rows)
         y[rows] = z[n:]
-        dropped = np.flatnonzero(dependent)
-        if dropped.shape[0]:
-            y = _share_multipliers(problem, data, y, kept, dropped)
         tol = max(DEGENERATE_TOL, 100.0 * check.accuracy)
         weak = np.zeros(problem.m_ineq, dtype=bool)
         weak[kept[check.lam_hat <= tol * check.z_hat]] = True
@@ -384,6 +381,21 @@ class ActiveSetBackend:
             kept = np.flatnonzero((in_set | weak_out) & ~dependent)
             rows = np.concatenate([self._eq_rows, m_eq + kept])
             fact = factor(self.cache, data, k_values, rows)
+            # A joining row that depends on rows of the set (a duplicate of an
+            # active row, say) makes K singular: it is left out like any
+            # dependent row, and shares the multipliers below.
+            while fact.singular:
+                drop = dependent_row(fact, kept, m_eq, y[rows])
+                if not drop.shape[0]:
+                    break
+                dependent[drop] = True
+                kept = kept[~dependent[kept]]
+                rows = np.concatenate([self._eq_rows, m_eq + kept])
+                fact = factor(self.cache, data, k_values, rows)
+            weak &= ~dependent
+        dropped = np.flatnonzero(dependent)
+        if dropped.shape[0]:
+            y = _share_multipliers(problem, data, y, kept, dropped)
         x = z[:n].copy()
         x.flags.writeable = False
         y.flags.writeable = False
@@ -433,19 +445,49 @@ def loose_row(fact: Factorization, kept: IntArray, m_eq: int, c_rows: FloatArray
     return np.zeros(0, dtype=np.int64)
 
 
-def dependent_row(fact: Factorization, kept: IntArray, m_eq: int) -> IntArray:
+def dependent_row(fact: Factorization, kept: IntArray, m_eq: int,
+                  lam: FloatArray | None = None) -> IntArray:
     """Active inequality rows to leave out of a singular KKT system.
 
-    A null vector (d, w) of K with w supported on constraint rows is a linear
-    dependence among them; the inequality row carrying its largest weight is
-    dropped (its multiplier is shared back afterwards).
+    A null vector (d, w) of K with w supported on constraint rows (d ≈ 0) is
+    a linear dependence among them: with multipliers λ of the rows (those of
+    the singular solve, if given), every λ + t·w satisfies stationarity too.
+    A ratio test picks t so that the inequality multipliers stay nonnegative
+    and one of them reaches zero: that row leaves. (At a degenerate vertex,
+    dropping another of the dependent rows can leave a negative multiplier,
+    and the steps would then release a row that binds.) Without λ, or if no
+    t keeps them nonnegative, the row carrying the largest weight leaves.
     """
     n = fact.n
     for e in fact.null_vectors().T:
-        w = np.abs(e[n + m_eq:])
-        if w.shape[0] and float(w.max()) > 1e-3 * float(np.abs(e).max()):
-            return kept[[int(np.argmax(w))]]
+        size = float(np.abs(e).max())
+        w = e[n + m_eq:]
+        if not (w.shape[0] and float(np.abs(w).max()) > 1e-3 * size):
+            continue
+        if lam is not None and float(np.abs(e[:n]).max(initial=0.0)) <= 1e-6 * size:
+            chosen = _ratio_test(lam[m_eq:], w)
+            if chosen is not None:
+                return kept[[chosen]]
+        return kept[[int(np.argmax(np.abs(w)))]]
     return np.zeros(0, dtype=np.int64)
+
+
+def _ratio_test(lam: FloatArray, w: FloatArray) -> int | None:
+    """The row to leave along λ + t·w: at the low end of the interval of t
+    where every multiplier stays nonnegative (or its high end, if it has no
+    low end), the one that reaches zero. None if the interval is empty or
+    the whole line."""
+    big = 1e-3 * float(np.abs(w).max())
+    pos, neg = np.flatnonzero(w > big), np.flatnonzero(w < -big)
+    low = -lam[pos] / w[pos]  # t ≥ each of these
+    high = -lam[neg] / w[neg]  # t ≤ each of these
+    lo = float(low.max(initial=-np.inf))
+    hi = float(high.min(initial=np.inf))
+    if not lo <= hi:
+        return None
+    if np.isfinite(lo):
+        return int(pos[np.argmax(low)])
+    return int(neg[np.argmin(high)]) if np.isfinite(hi) else None
 
 
 def _share_multipliers(problem: CompiledProblem, data: ProblemData, y: FloatArray,
