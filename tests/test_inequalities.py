@@ -804,14 +804,92 @@ def test_a_first_solve_settles_from_the_empty_set_without_osqp(seed: int) -> Non
     _assert_constructed_solution(case, case.values, sol, "from the empty set")
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("spread", [0, 6])
+def test_a_first_solve_factors_twice_at_every_scale(seed: int, spread: int) -> None:
+    """The search on the Schur complement of K₀ (the KKT matrix over the
+    equality rows) finds the active set in small dense steps: a first solve
+    factors K₀ and K over the found set and nothing else, OSQP never runs,
+    also with the rows of G scaled by 10^U(−spread, spread); the point is the
+    constructed one. (Steps that factor K for every trial set took 8 to 10
+    factorizations here, and OSQP in four of the six cases.)"""
+    case = random_case(40, 10, 60, 25, 900 + seed)
+    values = dict(case.values)
+    rng = np.random.default_rng(seed)
+    for mat, rhs in (("G", "h"), ("F", "f")):
+        r = 10.0 ** rng.uniform(-spread, spread, values[mat].shape[0])
+        values[mat] = values[mat] * r[:, None]
+        values[rhs] = values[rhs] * r
+    model = case.model()
+    sol = model.solve(**values)
+    assert model.factorizations == 2
+    assert model._engine.backend("kkt").osqp_solves == 0
+    _assert_constructed_solution(case, values, sol, "found by the search")
+
+
+def test_the_search_runs_on_a_sparse_k0_with_few_inequality_rows(skip_peer_failure) -> None:
+    """n = 3000 (K₀ factored sparsely) with 40 bound rows, 10 of them binding:
+    one sparse solve per entering row, then K over the found set; the
+    solution matches Clarabel's, and the active set is Clarabel's."""
+    n, k = 3000, 40
+    rng = np.random.default_rng(3)
+    x = cp.Variable(n, name="x")
+    c = cp.Parameter(n, name="c")
+    u = cp.Parameter(k, name="u")
+    idx = np.sort(rng.choice(n, k, replace=False))
+    w = 10.0 ** rng.uniform(-2, 2, n)  # badly scaled weights
+    objective = cp.Minimize(0.5 * cp.sum(cp.multiply(w, cp.square(x - c)))
+                            + 0.5 * cp.sum_squares(cp.diff(x)))
+    constraints = {"total": cp.sum(x) == 0.0, "cap": x[idx] <= u}
+    cv = rng.standard_normal(n)
+    uv = cv[idx] - np.where(np.arange(k) % 4 == 0, 2.0, -5.0)  # every 4th row binds
+    model = dm.Model(objective, constraints)
+    sol = model.solve(c=cv, u=uv)
+    assert model.factorizations == 2
+    assert model._engine.backend("kkt").osqp_solves == 0
+    ref = guard(skip_peer_failure,
+                lambda: clarabel_solve(objective, constraints, {"c": cv, "u": uv}))
+    assert_close(sol.primal["x"], ref.primal["x"], 1e-6, "x against Clarabel")
+    binding = ref.dual["cap"] > 1e-6 * np.abs(ref.dual["cap"]).max()
+    assert_mask(sol.active["cap"], binding, "active rows against Clarabel")
+
+
+def test_a_singular_k0_leaves_the_search_out(skip_peer_failure) -> None:
+    """P singular on the null space of the equalities (K₀ singular), the
+    inequalities bounding the problem: no search; OSQP's point is polished.
+    The optimum x = (0, 1, 0, 0) is a degenerate vertex (five binding rows in
+    four dimensions): the dependent row left out is chosen by a ratio test
+    that keeps every multiplier nonnegative (leaving out the row of largest
+    weight left a negative one, and no active set was verified). It matches
+    Clarabel's."""
+    x = cp.Variable(4, name="x")
+    c = cp.Parameter(4, name="c")
+    objective = cp.Minimize(0.5 * cp.square(x[0]) + c @ x)
+    constraints = {"total": cp.sum(x) == 1, "box": x <= 1, "floor": x >= 0}
+    cv = np.array([0.3, -1.0, 0.5, 0.2])
+    model = dm.Model(objective, constraints)
+    with pytest.warns(dm.DegenerateWarning, match="floor"):
+        sol = model.solve(c=cv)
+    assert sol.degenerate
+    ref = guard(skip_peer_failure,
+                lambda: clarabel_solve(objective, constraints, {"c": cv}))
+    assert_close(sol.primal["x"], ref.primal["x"], 1e-7, "x against Clarabel")
+    backend = model._engine.backend("kkt")
+    fact0 = model._engine.cache.factor(sol._point.data, np.zeros(0), backend._eq_rows,
+                                       need_inertia=False)
+    assert fact0.singular  # (the case this test is about)
+
+
 def test_steps_from_the_empty_set_that_do_not_settle_leave_it_to_osqp(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """With one step allowed, the equality-constrained optimum violates a row
-    (the constructed active rows have positive multipliers): the start fails,
-    OSQP's point is polished instead, and the answer is the same."""
+    """With one step allowed (and no search on the Schur complement), the
+    equality-constrained optimum violates a row (the constructed active rows
+    have positive multipliers): the start fails, OSQP's point is polished
+    instead, and the answer is the same."""
     import diffmodel.solvers.active_set as active_set_module
 
     monkeypatch.setattr(active_set_module, "_COLD_STEPS", 1)
+    monkeypatch.setattr(active_set_module, "_SEARCH_MAX_ROWS", 0)
     case = random_case(20, 6, 24, 10, 500)
     model = case.model()
     backend = model._engine.backend("kkt")

@@ -295,6 +295,19 @@ class Factorization:
         z, omega, steps, accuracy = self._solve_scaled(rhs * self.scale, None)
         return Refined(z * self.scale, omega, steps, accuracy)
 
+    def approximate(self, rhs: FloatArray) -> FloatArray:
+        """K⁻¹ rhs (a vector or a block, user's units) by one solve with the
+        kernel, neither refined nor verified: for heuristics that only steer
+        (guessing an active set), never for a result."""
+        s = self.scale if rhs.ndim == 1 else self.scale[:, None]
+        fast = self._fast_parts if self._fast else None
+        if fast is not None:
+            return np.asarray(fast[0] @ rhs)
+        kernel = self._ladder[-1]
+        scaled = rhs * s
+        z = kernel.solve(scaled) if rhs.ndim == 1 else self._kernel_block(kernel, scaled)
+        return np.asarray(z * s)
+
     def _fast_arrays(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """K⁻¹, K and |K| in the user's units, for the fast path of :meth:`solve`
         (the scaling is moderate there, so nothing over- or underflows)."""

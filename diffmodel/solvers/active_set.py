@@ -15,8 +15,12 @@ complementarity holding by construction (λ_i = 0 off 𝒜, G_i x = h_i on 𝒜)
    loops, parameters move little and this is all a re-solve costs.
 2. Otherwise (``"kkt"``) primal-dual active-set steps from the empty set:
    the equality-constrained optimum, then violated rows enter and rows with
-   negative multipliers leave. On well-conditioned problems this settles in
-   a few factorizations, which on dense data cost far less than OSQP's.
+   negative multipliers leave. The steps run on the Schur complement of K₀,
+   the KKT matrix over the equality rows, factored once: each costs a dense
+   solve of the order of the trial set, and only the set they settle on is
+   factored and verified (two factorizations in all, where factoring K for
+   every trial set took two to ten). Where K₀ is singular or the search
+   does not apply, the steps factor K for each trial set.
 3. If that does not settle within a few steps, OSQP solves the QP
    (warm-started), and its point suggests 𝒜: rows with a clearly positive
    multiplier or a negligible slack.
@@ -36,10 +40,13 @@ from OSQP's certificates, verified on the data.
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from .._typing import BoolArray, FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
@@ -98,6 +105,51 @@ _MISSES = 3
 _PROBE = 8
 #: Primal-dual active-set steps from the empty set before OSQP is asked.
 _COLD_STEPS = 8
+#: The search on the Schur complement (:meth:`ActiveSetBackend._search`)
+#: runs for at most this many inequality rows (its block G K₀⁻¹ Gᵀ is dense),
+#: and, where K₀ is factored sparsely, for at most the second number (each
+#: row costs a sparse solve, once per value of K₀ and G).
+_SEARCH_MAX_ROWS = 2000
+_SEARCH_SPARSE_ROWS = 64
+
+
+class _Schur:
+    """K₀⁻¹ applied to inequality rows, for the search on the Schur complement.
+
+    Columns of W = (K₀⁻¹ [Gᵀ; 0])ₓ and of C = G W are formed when a row first
+    enters a set (one kernel solve for the rows entering together), and kept
+    for later sets and solves with the same K₀ and G. Filled under a lock;
+    a column is read only once its flag is set, after it is written.
+    """
+
+    def __init__(self, fact: Factorization, M_data: FloatArray,
+                 G: FloatArray | sp.csr_matrix, G_abs: FloatArray | sp.csr_matrix,
+                 m_eq: int) -> None:
+        self.fact, self.M_data, self.G, self.G_abs = fact, M_data, G, G_abs
+        m, n = G.shape
+        self._G_dense = G.toarray() if sp.issparse(G) else G
+        self.G_norm = np.max(np.abs(self._G_dense), axis=1, initial=0.0)
+        self.W = np.empty((n, m))
+        self.C = np.empty((m, m))
+        self._have = np.zeros(m, dtype=bool)
+        self._rows = n + m_eq
+        self._lock = threading.Lock()
+
+    def columns(self, idx: IntArray) -> None:
+        """Make sure the columns ``idx`` of W and C are formed."""
+        if self._have[idx].all():
+            return
+        with self._lock:
+            missing = idx[~self._have[idx]]
+            if not missing.shape[0]:
+                return
+            n = self.W.shape[0]
+            rhs = np.zeros((self._rows, missing.shape[0]))
+            rhs[:n] = self._G_dense[missing].T
+            W = self.fact.approximate(rhs)[:n]
+            self.W[:, missing] = W
+            self.C[:, missing] = np.asarray(self.G @ W)
+            self._have[missing] = True
 
 
 class _Backoff:
@@ -150,6 +202,7 @@ class ActiveSetBackend:
         self._g_indices = M.indices[self._g_start:]
         self._g_cache: tuple[FloatArray, FloatArray | sp.csr_matrix,
                              FloatArray | sp.csr_matrix] | None = None
+        self._schur_cache: _Schur | None = None
         self._eq_rows = np.arange(m_eq, dtype=np.int64)
         # The last verified point. Replaced whole, never mutated: a read by
         # another thread sees one consistent state.
@@ -187,15 +240,14 @@ class ActiveSetBackend:
             # per value of P, cached; and OSQP is never given a nonconvex P).
             factor(self.cache, data, k_values, self._eq_rows)
         if start is not None:
-            raw = self._polish(data, k_values, start, WARM_ACTIVE_SET_STEPS, 0)
+            raw = self._polish(data, k_values, self._start(data, k_values, start),
+                               WARM_ACTIVE_SET_STEPS, 0)
             if raw is not None:
                 self._remember(raw)
                 return raw
         last = self._last
         if self.name == "kkt" and last is not None and self._warm.worth_trying():
-            raw = self._reverify(data, k_values, last)
-            if raw is None:
-                raw = self._polish(data, k_values, last.active, WARM_ACTIVE_SET_STEPS, 0)
+            raw = self._warm_start(data, k_values, last)
             self._warm.record(raw is not None)
             if raw is not None:
                 self.reuses += 1
@@ -232,12 +284,52 @@ class ActiveSetBackend:
         raised; a system too ill-conditioned to decide on leaves the verdict
         to OSQP's start.
         """
+        empty = np.zeros(0, dtype=np.int64)
         try:
-            return self._polish(data, k_values, np.zeros(0, dtype=np.int64), _COLD_STEPS, 0)
+            guess = self._search(data, k_values, empty)
+            if guess is not None and guess.shape[0]:
+                raw = self._polish(data, k_values, guess, _COLD_STEPS, 0)
+                if raw is not None:
+                    return raw
+            return self._polish(data, k_values, empty, _COLD_STEPS, 0)
         except SolverError as exc:
             if exc.status == STATUS_INACCURATE:
                 return None
             raise
+
+    def _warm_start(self, data: ProblemData, k_values: FloatArray, last: _State
+                    ) -> RawSolution | None:
+        """The previous active set at new data, verified, or a point polished
+        near it; None if neither is verified (the start from the empty set
+        follows).
+
+        Where the search applies and K₀ comes free (P varies, and K₀ is
+        factored anyway to check convexity; or K is constant, and K₀ is
+        factored once), the search runs first, and the previous set is
+        re-verified only if the search keeps it. Otherwise the lean
+        re-verification (one factorization) comes first; if it fails, the
+        start from the empty set searches, or, where the search does not
+        apply, the previous set is polished.
+        """
+        searchable = self._searchable
+        guess: IntArray | None = None
+        if searchable and (self.problem.p_theta.shape[0] > 0 or self.problem.k_constant):
+            guess = self._search(data, k_values, last.active, WARM_ACTIVE_SET_STEPS)
+            if guess is None:  # far from the previous set: the start from the empty
+                return None    # one follows, and reuses the search's columns
+            if not np.array_equal(guess, last.active):
+                return self._polish(data, k_values, guess, WARM_ACTIVE_SET_STEPS, 0)
+        raw = self._reverify(data, k_values, last)
+        if raw is not None or (searchable and guess is None):
+            return raw
+        return self._polish(data, k_values, last.active if guess is None else guess,
+                            WARM_ACTIVE_SET_STEPS, 0)
+
+    def _start(self, data: ProblemData, k_values: FloatArray, active: IntArray) -> IntArray:
+        """Where to polish from, given rows expected to bind: the search's guess
+        from them, or the rows themselves where the search does not settle."""
+        guess = self._search(data, k_values, active)
+        return active if guess is None else guess
 
     def _remember(self, raw: RawSolution) -> None:
         last = self._last
@@ -296,19 +388,99 @@ class ActiveSetBackend:
     def _slack(self, data: ProblemData, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """h − G x for every inequality row, and the magnitude |G||x| + |h| of its terms."""
         problem = self.problem
+        G, G_abs = self._g(data)
+        h = data.rhs[problem.n + problem.m_eq:]
+        return h - G @ x, G_abs @ np.abs(x) + np.abs(h)
+
+    def _g(self, data: ProblemData) -> tuple[FloatArray | sp.csr_matrix,
+                                             FloatArray | sp.csr_matrix]:
+        """G and |G| for these data (the engine hands out the same M data while
+        the parameters of M do not change: they are formed once for them)."""
         cached = self._g_cache  # (an atomic read; replaced whole)
         if cached is None or cached[0] is not data.M_data:
-            # G and |G| for these data (the engine hands out the same M data
-            # while the parameters of M do not change).
             values = data.M_data[self._g_start:]
-            shape = (problem.m_ineq, problem.n)
+            shape = (self.problem.m_ineq, self.problem.n)
             sparse = sp.csr_matrix((values, self._g_indices, self._g_indptr), shape=shape)
             G: FloatArray | sp.csr_matrix = sparse
             if shape[0] * shape[1] <= _DENSE_G:
                 G = sparse.toarray()  # small: dense products are several times faster
             cached = self._g_cache = (data.M_data, G, abs(G))
-        h = data.rhs[problem.n + problem.m_eq:]
-        return h - cached[1] @ x, cached[2] @ np.abs(x) + np.abs(h)
+        return cached[1], cached[2]
+
+    # ----------------------------------------------------------------- search
+
+    def _search(self, data: ProblemData, k_values: FloatArray, active: IntArray,
+                steps: int = MAX_ACTIVE_SET_STEPS) -> IntArray | None:
+        """Primal-dual active-set steps from ``active`` on the Schur complement
+        of K₀, the KKT matrix over the equality rows alone: a guess of the
+        active set, or None where the search does not apply or does not settle.
+
+        With W = (K₀⁻¹ [Gᵀ; 0])ₓ, u = (K₀⁻¹ (−q, b))ₓ and C = G W, the point
+        over a set 𝒜 is x = u − W_𝒜 λ with C_𝒜𝒜 λ = G_𝒜 u − h_𝒜, and every
+        slack is h − G u + C_𝒜 λ: a step costs a solve of order |𝒜|, not a
+        factorization of K. The guess is unverified; :meth:`_polish` factors
+        K over it and proves it (or corrects it) as for any start.
+        """
+        n, m_eq, m = self.problem.n, self.problem.m_eq, self.problem.m_ineq
+        if not self._searchable:
+            return None
+        fact0 = factor(self.cache, data, k_values, self._eq_rows)
+        if fact0.singular:
+            return None
+        schur = self._schur(data, fact0)
+        h = data.rhs[n + m_eq:]
+        u = fact0.approximate(data.rhs[: n + m_eq])[:n]
+        s0 = h - schur.G @ u
+        q_size = float(np.max(np.abs(data.rhs[:n]), initial=0.0))
+        in_set = np.zeros(m, dtype=bool)
+        in_set[active] = True
+        seen: set[bytes] = set()
+        for _ in range(steps):
+            key = in_set.tobytes()
+            if key in seen:  # cycling
+                return None
+            seen.add(key)
+            idx = np.flatnonzero(in_set)
+            x, slack, lam = u, s0, np.zeros(0)
+            if idx.shape[0]:
+                schur.columns(idx)
+                C_idx = schur.C[:, idx]
+                # C_𝒜𝒜 is positive semidefinite (a projection of K₀⁻¹ onto rows
+                # of G); singular when the rows depend: the polish sorts them out.
+                _, lam, info = lapack.dposv(C_idx[idx], -s0[idx])
+                if info != 0 or not np.all(np.isfinite(lam)):
+                    return idx
+                x = u - schur.W[:, idx] @ lam
+                slack = s0 + C_idx @ lam
+            size = schur.G_abs @ np.abs(x) + np.abs(h)
+            violated = ~in_set & (slack < -ACTIVE_TOL * size)
+            # Multipliers are compared in the units of the gradient: λᵢ‖Gᵢ‖.
+            force = lam * schur.G_norm[idx]
+            scale = max(float(np.max(np.abs(force), initial=0.0)), q_size)
+            negative = idx[force < -ACTIVE_TOL * scale]
+            if not violated.any() and negative.shape[0] == 0:
+                return idx
+            in_set[negative] = False
+            in_set |= violated
+        return None
+
+    @functools.cached_property
+    def _searchable(self) -> bool:
+        """Whether the search applies: not too many inequality rows for its
+        dense blocks, and, where K₀ is factored sparsely, few enough for a
+        sparse solve each."""
+        m = self.problem.m_ineq
+        return m <= _SEARCH_MAX_ROWS and (m <= _SEARCH_SPARSE_ROWS
+                                          or self.cache.dense(self._eq_rows))
+
+    def _schur(self, data: ProblemData, fact0: Factorization) -> _Schur:
+        """The columns of W and C formed so far for K₀ and these data."""
+        cached = self._schur_cache  # (an atomic read; replaced whole)
+        if cached is None or cached.fact is not fact0 or cached.M_data is not data.M_data:
+            G, G_abs = self._g(data)
+            cached = self._schur_cache = _Schur(fact0, data.M_data, G, G_abs,
+                                                self.problem.m_eq)
+        return cached
 
     # ----------------------------------------------------------------- polish
 
