@@ -8,8 +8,8 @@ and h, built so that about half of the inequality rows bind with a clear
 margin (strict complementarity), dense and sparse, n = 100 with 20 + 20 rows
 and n = 500 with 100 + 100.
 
-Tools: diffmodel (its default: the previous active set verified first, OSQP
-when it fails), OSQP with its adjoint derivative, cvxpylayers (PyTorch),
+Tools: diffmodel (its default: the previous active set verified first, then
+active-set steps from the empty set, OSQP when neither settles), OSQP with its adjoint derivative, cvxpylayers (PyTorch),
 qpth (dense interior point, PyTorch) and ProxSuite's QPLayer. Each is timed
 for the first solve plus a backward pass, a re-solve plus backward after a
 small change of q that keeps the active set (the regime of sweeps and
@@ -336,10 +336,13 @@ def _warm_start(tool: Diffmodel, pb: Problem, qs: list[np.ndarray], budget: floa
 
     t_ineq = _median(resolve, budget, 2000)
     binding = np.array(tool.sol.active["ineq"])
+    # The same parameters as the inequality model (q, b, and h of the binding rows).
     x = cp.Variable(pb.n, name="x")
     q = cp.Parameter(pb.n, name="q", value=pb.q)
+    b = cp.Parameter(pb.b.shape, name="b", value=pb.b)
+    h = cp.Parameter(int(binding.sum()), name="h", value=pb.h[binding])
     eq_model = dm.Model(cp.Minimize(0.5 * cp.quad_form(x, pb.P, assume_PSD=True) + q @ x),
-                        {"eq": pb.A @ x == pb.b, "bind": pb.G[binding] @ x == pb.h[binding]})
+                        {"eq": pb.A @ x == b, "bind": pb.G[binding] @ x == h})
     t_eq = _median(lambda: eq_model.solve(q=qs[1 + counter[0] % 3]), budget, 2000)
     return {"warm_resolve": t_ineq, "equality_resolve": t_eq,
             "warm_reuses": backend.reuses - reuses, "warm_osqp_runs": backend.osqp_solves - osqp_runs}

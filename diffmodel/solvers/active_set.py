@@ -78,7 +78,7 @@ class _State(NamedTuple):
     """The last verified point, for the next solve to start from."""
 
     active: IntArray
-    in_set: BoolArray
+    out_set: BoolArray  # the inequality rows not in the set
     rows: IntArray
     gather: IntArray  # indices of (−q, c) entering the KKT right-hand side
     x: FloatArray
@@ -95,6 +95,7 @@ class _Check(NamedTuple):
     z_hat: float
     accuracy: float
 
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 #: G is kept dense when it has at most this many entries (rows × columns).
 _DENSE_G = 40_000
 #: OSQP's answer is read with this relative tolerance to guess the active set.
@@ -301,29 +302,33 @@ class ActiveSetBackend:
                     ) -> RawSolution | None:
         """The previous active set at new data, verified, or a point polished
         near it; None if neither is verified (the start from the empty set
-        follows).
+        follows, and searches).
 
-        Where the search applies and K₀ comes free (P varies, and K₀ is
-        factored anyway to check convexity; or K is constant, and K₀ is
-        factored once), the search runs first, and the previous set is
-        re-verified only if the search keeps it. Otherwise the lean
-        re-verification (one factorization) comes first; if it fails, the
-        start from the empty set searches, or, where the search does not
-        apply, the previous set is polished.
+        The lean re-verification of the previous set comes first (one KKT
+        solve; no factorization where K is constant), except where P varies:
+        there K₀ is factored anyway (the convexity check) while K over the
+        previous set is not, so the search runs first, and the previous set
+        is re-verified only if the search keeps it. Where K is constant and
+        the previous set fails, the search starts from it; where the search
+        does not apply, the previous set is polished.
         """
         searchable = self._searchable
-        guess: IntArray | None = None
-        if searchable and (self.problem.p_theta.shape[0] > 0 or self.problem.k_constant):
+        if searchable and self.problem.p_theta.shape[0] > 0:
             guess = self._search(data, k_values, last.active, WARM_ACTIVE_SET_STEPS)
-            if guess is None:  # far from the previous set: the start from the empty
-                return None    # one follows, and reuses the search's columns
+            if guess is None:  # far from the previous set
+                return None
             if not np.array_equal(guess, last.active):
                 return self._polish(data, k_values, guess, WARM_ACTIVE_SET_STEPS, 0)
         raw = self._reverify(data, k_values, last)
-        if raw is not None or (searchable and guess is None):
+        if raw is not None:
             return raw
-        return self._polish(data, k_values, last.active if guess is None else guess,
-                            WARM_ACTIVE_SET_STEPS, 0)
+        if not searchable:
+            return self._polish(data, k_values, last.active, WARM_ACTIVE_SET_STEPS, 0)
+        if self.problem.k_constant:  # K₀ is factored once: search from the previous set
+            found = self._search(data, k_values, last.active, WARM_ACTIVE_SET_STEPS)
+            if found is not None:
+                return self._polish(data, k_values, found, WARM_ACTIVE_SET_STEPS, 0)
+        return None
 
     def _start(self, data: ProblemData, k_values: FloatArray, active: IntArray) -> IntArray:
         """Where to polish from, given rows expected to bind: the search's guess
@@ -334,12 +339,13 @@ class ActiveSetBackend:
     def _remember(self, raw: RawSolution) -> None:
         last = self._last
         if last is not None and raw.rows is last.rows:  # the same active set, re-verified
-            self._last = last._replace(x=raw.x, y=raw.y)
+            self._last = _State(last.active, last.out_set, last.rows, last.gather, raw.x,
+                                raw.y, last.degenerate)
             return
         n = self.problem.n
-        in_set = np.zeros(self.problem.m_ineq, dtype=bool)
-        in_set[raw.active] = True
-        self._last = _State(raw.active, in_set, raw.rows,
+        out_set = np.ones(self.problem.m_ineq, dtype=bool)
+        out_set[raw.active] = False
+        self._last = _State(raw.active, out_set, raw.rows,
                             np.concatenate([np.arange(n), n + raw.rows]), raw.x, raw.y,
                             bool(raw.weak.shape[0] or raw.dependent.shape[0]))
 
@@ -359,14 +365,15 @@ class ActiveSetBackend:
         if fact.singular:
             return None
         accuracy, unique = accept(problem, data, fact, last.rows, omega, estimate)
-        slack, size = self._slack(data, z[:n])
-        z_hat = float(np.abs(z / fact.scale).max())  # (z has n ≥ 1 entries)
-        lam_hat = z[n + m_eq:] / fact.scale[n + m_eq:]
+        scaled = z / fact.scale
+        lam_min = float(_MIN(scaled[n + m_eq:], initial=np.inf))  # (before the abs below)
         tol = max(DEGENERATE_TOL, 100.0 * accuracy)  # clear of degeneracy, not only feasible
-        if lam_hat.shape[0] and float(lam_hat.min()) <= tol * z_hat:
+        if lam_min <= tol * float(_MAX(np.abs(scaled, out=scaled))):
             return None
-        loose = slack <= tol * size
-        loose &= ~last.in_set
+        slack, size = self._slack(data, z[:n])
+        size *= tol
+        loose = slack <= size
+        loose &= last.out_set
         if loose.any():
             return None
         y = np.zeros(problem.layout.rows)
@@ -390,7 +397,9 @@ class ActiveSetBackend:
         problem = self.problem
         G, G_abs = self._g(data)
         h = data.rhs[problem.n + problem.m_eq:]
-        return h - G @ x, G_abs @ np.abs(x) + np.abs(h)
+        size = G_abs @ np.abs(x)
+        size += np.abs(h)
+        return h - G @ x, size
 
     def _g(self, data: ProblemData) -> tuple[FloatArray | sp.csr_matrix,
                                              FloatArray | sp.csr_matrix]:
