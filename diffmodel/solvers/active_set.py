@@ -378,10 +378,9 @@ class ActiveSetBackend:
             return None
         y = np.zeros(problem.layout.rows)
         y[last.rows] = z[n:]
-        x = z[:n].copy()
-        x.flags.writeable = False
         y.flags.writeable = False
-        return RawSolution(x, y, last.rows, fact, omega, accuracy, unique, 0,
+        z.flags.writeable = False  # (a fresh array: x is a view of it)
+        return RawSolution(z[:n], y, last.rows, fact, omega, accuracy, unique, 0,
                            objective(rhs, z), last.active)
 
     def _guess(self, data: ProblemData, x: FloatArray, y: FloatArray) -> IntArray:
