@@ -29,25 +29,30 @@ ProxSuite need an inequality block: equality-only problems get one slack row
 Each (tool, n, constraints) group runs in its own subprocess with a time
 limit; within it, a batch-128 cell whose time, estimated as 128 × the
 batch-1 time, exceeds 60 s is skipped with a note. Timings on this shared
-2-core machine vary by up to 2× between runs.
+2-core machine vary by up to 2× between runs. OpenBLAS runs one thread per
+process (OPENBLAS_NUM_THREADS=1, set below unless already set), as in the
+recorded runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CELL_LIMIT = 60.0      # seconds: a cell estimated above this is skipped
