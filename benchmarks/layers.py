@@ -609,9 +609,15 @@ def environment() -> dict[str, Any]:
     from machine import cpu_name
 
     cpu = cpu_name()
+    try:
+        import torch
+
+        torch_threads = f"; torch's own threads (the PyTorch peers): {torch.get_num_threads()}"
+    except ImportError:
+        torch_threads = ""
     threads = ("BLAS threads: OPENBLAS_NUM_THREADS="
-               f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, load average before the "
-               f"run {os.getloadavg()[0]:.2f}.")
+               f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}{torch_threads}, load "
+               f"average before the run {os.getloadavg()[0]:.2f}.")
     return {"machine": f"{cpu}, {os.cpu_count()} cores, " + ", ".join(versions),
             "date": time.strftime("%Y-%m-%d"), "threads": threads}
 
