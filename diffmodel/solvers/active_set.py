@@ -501,7 +501,7 @@ class ActiveSetBackend:
         dependent = np.zeros(problem.m_ineq, dtype=bool)
         seen: set[bytes] = set()
         for _ in range(steps):
-            key = in_set.tobytes()
+            key = in_set.tobytes() + dependent.tobytes()
             if key in seen:  # cycling: give up on this start
                 return None
             seen.add(key)
@@ -515,7 +515,6 @@ class ActiveSetBackend:
                     drop = dependent_row(fact, kept, m_eq, z[n:])
                     if drop.shape[0]:
                         dependent[drop] = True
-                        seen.discard(key)
                         continue
                 else:  # dependent and inconsistent: one of the rows cannot bind
                     loose = loose_row(fact, kept, m_eq, rhs[n:])
@@ -533,10 +532,17 @@ class ActiveSetBackend:
             lam_hat = z[n + m_eq:] / fact.scale[n + m_eq:]
             violated = ~in_set & (slack < -tol * size)
             negative = kept[lam_hat < -tol * z_hat]
-            if not violated.any() and negative.shape[0] == 0:
+            # A row left out as dependent binds only while the rows it depends
+            # on bind too (and their right-hand sides agree): once it does not
+            # hold with equality, it rejoins the system (violated) or leaves
+            # the set (slack).
+            drifted = dependent & (np.abs(slack) > tol * size)
+            if not violated.any() and negative.shape[0] == 0 and not drifted.any():
                 check = _Check(slack, size, lam_hat, z_hat, accuracy)
                 return self._verified(data, k_values, in_set, dependent, kept, rows, fact, z,
                                       omega, unique, iterations, check)
+            dependent &= ~drifted
+            in_set[drifted & (slack > 0)] = False
             in_set[negative] = False
             in_set |= violated
         return None
