@@ -265,10 +265,14 @@ class ActiveSetBackend:
             raise self._infeasible(data, result.certificate)
         if result.status == STATUS_UNBOUNDED:
             raise self._unbounded(data, result.certificate)
-        if result.status is not None:
+        if result.status is not None and not result.x.shape[0]:
             raise SolverError(result.message, result.status)
+        # (Where OSQP stopped short, at its iteration limit say, its last
+        # iterate may still point at the active set: the polish decides.)
         raw = self._polish(data, k_values, self._guess(data, result.x, result.y),
                            MAX_ACTIVE_SET_STEPS, result.iterations)
+        if raw is None and result.status is not None:
+            raise SolverError(result.message, result.status)
         if raw is None:
             raise SolverError(
                 "no active set could be verified: the primal-dual active-set steps from "
@@ -512,7 +516,9 @@ class ActiveSetBackend:
             z, omega, _, estimate = fact.solve(rhs)
             if fact.singular:
                 if omega <= BACKWARD_TOL:  # dependent but consistent: share multipliers
-                    drop = dependent_row(fact, kept, m_eq, z[n:])
+                    drop = _nonnegative_basis(problem, data, fact, kept, z)
+                    if drop is None:
+                        drop = dependent_row(fact, kept, m_eq, z[n:])
                     if drop.shape[0]:
                         dependent[drop] = True
                         continue
@@ -656,6 +662,38 @@ def dependent_row(fact: Factorization, kept: IntArray, m_eq: int,
                 return kept[[chosen]]
         return kept[[int(np.argmax(np.abs(w)))]]
     return np.zeros(0, dtype=np.int64)
+
+
+def _nonnegative_basis(problem: CompiledProblem, data: ProblemData, fact: Factorization,
+                       kept: IntArray, z: FloatArray) -> IntArray | None:
+    """Rows of the set to leave out so that the others carry nonnegative
+    multipliers, where the binding rows depend on each other.
+
+    K is singular through the rows alone (its null vectors have no x part,
+    so x is unique) and the solve is consistent: the multipliers y of the
+    singular solve give the stationarity residual Mᵀy they must match. The
+    multipliers with ν free and λ ≥ 0 that match it are found by nonnegative
+    least squares (Lawson and Hanson), whose solution rests on linearly
+    independent rows; the rows with λ = 0 leave, all at once (at a
+    degenerate vertex with several dependences, leaving one row at a time
+    can end on a set with a negative multiplier). None where x is not
+    unique, no nonnegative multipliers match, or no row would leave.
+    """
+    from scipy.optimize import nnls
+
+    n, m_eq = problem.n, problem.m_eq
+    null = fact.null_vectors()
+    if not null.shape[1] or float(np.abs(null[:n]).max()) > 1e-6 * float(np.abs(null).max()):
+        return None
+    rows = np.concatenate([np.arange(m_eq), m_eq + kept])
+    M = problem.M_matrix(data)[rows].toarray()
+    target = M.T @ z[n:]
+    E = M[:m_eq].T
+    weights, residual = nnls(np.hstack([E, -E, M[m_eq:].T]), target)
+    if not residual <= 1e-9 * (float(np.linalg.norm(target)) or 1.0):
+        return None
+    drop = kept[weights[2 * m_eq:] <= 0.0]
+    return drop if drop.shape[0] else None
 
 
 def _ratio_test(lam: FloatArray, w: FloatArray) -> int | None:

@@ -80,10 +80,11 @@ STATUS_MAP: dict[object, str | None] = {
 
 
 class OSQPResult(NamedTuple):
-    """OSQP's answer: a point, or the status and certificate of a failure."""
+    """OSQP's answer: a point, or the status and certificate of a failure
+    (with OSQP's last iterate, where finite, when it stopped short)."""
 
     status: str | None  # None: a point; otherwise a status of the closed vocabulary
-    x: FloatArray
+    x: FloatArray  # empty for infeasible, unbounded, or a non-finite iterate
     y: FloatArray
     iterations: int
     certificate: FloatArray  # δy (infeasible) or δx (unbounded); empty otherwise
@@ -177,11 +178,14 @@ class OSQPRunner:
         if status == STATUS_UNBOUNDED:
             return OSQPResult(status, empty, empty, int(result.info.iter),
                               np.asarray(result.dual_inf_cert, dtype=np.float64), message)
-        if status is not None:
-            return OSQPResult(status, empty, empty, int(result.info.iter), empty, message)
         x = np.asarray(result.x, dtype=np.float64)
         y = np.asarray(result.y, dtype=np.float64)
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        finite = x.shape[0] == self.problem.n and bool(np.all(np.isfinite(x))
+                                                       and np.all(np.isfinite(y)))
+        if status is not None:  # (its last iterate, if finite: it may still steer a start)
+            return OSQPResult(status, x if finite else empty, y if finite else empty,
+                              int(result.info.iter), empty, message)
+        if not finite:
             return OSQPResult(STATUS_ERROR, empty, empty, int(result.info.iter), empty,
                               "OSQP returned a point that is not finite")
         return OSQPResult(None, x, y, int(result.info.iter), empty, "")
