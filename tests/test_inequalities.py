@@ -928,6 +928,30 @@ def test_degenerate_vertices_are_solved_to_feasible_optima(skip_peer_failure) ->
                                                                                ref.value)
 
 
+def test_a_nearly_linear_objective_is_solved_from_a_rough_osqp_point(skip_peer_failure) -> None:
+    """An LP with a 1e-6 ridge (n = 200, box and equality rows): the steps
+    from the empty set do not settle, and OSQP, asked for 1e-9, stopped at
+    its limit of 200,000 iterations (4 s) and the solve raised. A rough OSQP
+    solve (1e-6, at most 4,000 iterations) now suggests the active set,
+    which is polished and verified; the optimum is Clarabel's."""
+    from diffmodel.solvers.osqp import ROUGH_SETTINGS
+
+    rng = np.random.default_rng(0)
+    n = 200
+    x = cp.Variable(n, name="x")
+    c = cp.Parameter(n, name="c", value=rng.standard_normal(n))
+    A = rng.standard_normal((n // 4, n))
+    b = A @ rng.uniform(-0.5, 0.5, n)
+    objective = cp.Minimize(c @ x + 1e-6 * cp.sum_squares(x))
+    cons = {"eq": A @ x == b, "hi": x <= 1, "lo": x >= -1}
+    model = dm.Model(objective, cons)
+    sol = model.solve()
+    assert sol.iterations <= ROUGH_SETTINGS["max_iter"]
+    ref = guard(skip_peer_failure, lambda: clarabel_solve(objective, cons, {"c": c.value}))
+    assert abs(sol.value - ref.value) <= 1e-9 * abs(ref.value)
+    assert_close(sol.primal["x"], ref.primal["x"], 1e-6, "x against Clarabel")
+
+
 def test_steps_from_the_empty_set_that_do_not_settle_leave_it_to_osqp(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With one step allowed (and no search on the Schur complement), the

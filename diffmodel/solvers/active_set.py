@@ -260,7 +260,18 @@ class ActiveSetBackend:
             if raw is not None:
                 self._remember(raw)
                 return raw
-        result = self.runner.run(data, warm=None if last is None else (last.x, last.y))
+        warm = None if last is None else (last.x, last.y)
+        if self.name == "kkt":
+            # A rough OSQP solve first: its point usually shows the active set.
+            rough = self.runner.run(data, warm=warm, rough=True)
+            if rough.x.shape[0]:
+                raw = self._polish(data, k_values, self._guess(data, rough.x, rough.y),
+                                   _COLD_STEPS, rough.iterations)
+                if raw is not None:
+                    self._remember(raw)
+                    return raw
+                warm = (rough.x, rough.y)
+        result = self.runner.run(data, warm=warm)
         if result.status == STATUS_INFEASIBLE:
             raise self._infeasible(data, result.certificate)
         if result.status == STATUS_UNBOUNDED:

@@ -39,7 +39,7 @@ from .cache import KKTCache
 from .direct import factor
 from .verify import accept
 
-__all__ = ["OSQP_SETTINGS", "STATUS_MAP", "OSQPBackend", "OSQPResult", "OSQPRunner"]
+__all__ = ["OSQP_SETTINGS", "ROUGH_SETTINGS", "STATUS_MAP", "OSQPBackend", "OSQPResult", "OSQPRunner"]
 
 #: Settings of every OSQP solve. Tight enough that the active set is
 #: identified reliably; the point is refined and verified afterwards.
@@ -54,6 +54,12 @@ OSQP_SETTINGS: dict[str, object] = {
     "max_iter": 200_000,
     "verbose": False,
 }
+#: A first, rough OSQP solve (the active-set backend's, before the tight
+#: one): on nearly linear objectives OSQP needs thousands of times more
+#: iterations for 1e-9 than for 1e-6, and a guess of the active set
+#: rarely needs the last digits (the point is polished and verified).
+ROUGH_SETTINGS: dict[str, object] = {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iter": 4_000}
+_TIGHT = {key: OSQP_SETTINGS[key] for key in ROUGH_SETTINGS}
 
 _MEANING = {
     STATUS_INFEASIBLE: "the constraints are inconsistent (infeasible)",
@@ -92,12 +98,14 @@ class OSQPResult(NamedTuple):
 
 
 class _Workspace:
-    """One OSQP solver object and the K data it was last given."""
+    """One OSQP solver object, the K data it was last given, and whether its
+    settings are the rough ones."""
 
     def __init__(self) -> None:
         self.solver: osqp.OSQP | None = None
         self.P_data: FloatArray | None = None
         self.M_data: FloatArray | None = None
+        self.rough = False
 
 
 class OSQPRunner:
@@ -125,9 +133,11 @@ class OSQPRunner:
                            shape=self.problem.M.shape)
         return Pm, Mm
 
-    def run(self, data: ProblemData, warm: tuple[FloatArray, FloatArray] | None = None
-            ) -> OSQPResult:
-        """Solve with OSQP (warm-started from ``warm`` = (x, y) when given).
+    def run(self, data: ProblemData, warm: tuple[FloatArray, FloatArray] | None = None,
+            *, rough: bool = False) -> OSQPResult:
+        """Solve with OSQP (warm-started from ``warm`` = (x, y) when given);
+        ``rough``: to the tolerances of :data:`ROUGH_SETTINGS`, for a first
+        guess of the active set.
 
         Raises
         ------
@@ -138,7 +148,7 @@ class OSQPRunner:
             ws = self._pool.pop() if self._pool else _Workspace()
             self.count += 1
         try:
-            result = self._run(ws, data, warm)
+            result = self._run(ws, data, warm, rough)
         except (osqp.OSQPException, ValueError) as exc:
             raise SolverError(f"OSQP failed ({exc}): the objective may not be convex, or the "
                               "problem too ill-conditioned for OSQP", STATUS_ERROR) from None
@@ -147,7 +157,7 @@ class OSQPRunner:
         return result
 
     def _run(self, ws: _Workspace, data: ProblemData,
-             warm: tuple[FloatArray, FloatArray] | None) -> OSQPResult:
+             warm: tuple[FloatArray, FloatArray] | None, rough: bool) -> OSQPResult:
         m_eq = self.problem.m_eq
         upper = np.asarray(data.c)
         lower = np.concatenate([upper[:m_eq], np.full(self.problem.m_ineq, -np.inf)])
@@ -167,6 +177,9 @@ class OSQPRunner:
         ws.P_data, ws.M_data = data.P_data, data.M_data
         if warm is not None:
             ws.solver.warm_start(x=warm[0], y=warm[1])
+        if rough != ws.rough:
+            ws.solver.update_settings(**(ROUGH_SETTINGS if rough else _TIGHT))
+            ws.rough = rough
         result = ws.solver.solve(raise_error=False)
         status = STATUS_MAP.get(result.info.status_val, STATUS_ERROR)
         message = (f"OSQP did not solve the problem: {_MEANING.get(status or '', status)} "
