@@ -327,8 +327,7 @@ class ActiveSetBackend:
         the previous set fails, the search starts from it; where the search
         does not apply, the previous set is polished.
         """
-        searchable = self._searchable
-        if searchable and self.problem.p_theta.shape[0] > 0:
+        if self.problem.p_theta.shape[0] and self._searchable:
             guess = self._search(data, k_values, last.active, WARM_ACTIVE_SET_STEPS)
             if guess is None:  # far from the previous set
                 return None
@@ -337,7 +336,7 @@ class ActiveSetBackend:
         raw = self._reverify(data, k_values, last)
         if raw is not None:
             return raw
-        if not searchable:
+        if not self._searchable:
             return self._polish(data, k_values, last.active, WARM_ACTIVE_SET_STEPS, 0)
         if self.problem.k_constant:  # K₀ is factored once: search from the previous set
             found = self._search(data, k_values, last.active, WARM_ACTIVE_SET_STEPS)
