@@ -241,7 +241,8 @@ class ActiveSetBackend:
             # per value of P, cached; and OSQP is never given a nonconvex P).
             factor(self.cache, data, k_values, self._eq_rows)
         if start is not None:
-            raw = self._polish(data, k_values, self._start(data, k_values, start),
+            guess = self._search(data, k_values, start)  # (None: polish from start itself)
+            raw = self._polish(data, k_values, start if guess is None else guess,
                                WARM_ACTIVE_SET_STEPS, 0)
             if raw is not None:
                 self._remember(raw)
@@ -343,12 +344,6 @@ class ActiveSetBackend:
             if found is not None:
                 return self._polish(data, k_values, found, WARM_ACTIVE_SET_STEPS, 0)
         return None
-
-    def _start(self, data: ProblemData, k_values: FloatArray, active: IntArray) -> IntArray:
-        """Where to polish from, given rows expected to bind: the search's guess
-        from them, or the rows themselves where the search does not settle."""
-        guess = self._search(data, k_values, active)
-        return active if guess is None else guess
 
     def _remember(self, raw: RawSolution) -> None:
         last = self._last
