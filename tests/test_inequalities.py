@@ -928,18 +928,20 @@ def test_degenerate_vertices_are_solved_to_feasible_optima(skip_peer_failure) ->
                                                                                ref.value)
 
 
-def _mixed_problem(seed: int) -> tuple[cp.Minimize, dict[str, cp.Constraint], dict[str, Any]]:
-    """A small QP of one of four kinds, bounded by a box: P of low rank, an
-    LP with a 1e-3-scaled P of low rank, a duplicated (or doubled) row of G,
-    or rows of G scaled by 10^U(−5, 5) and columns by 10^U(−3, 3)."""
+def _mixed_problem(seed: int, kind: str | None = None
+                   ) -> tuple[cp.Minimize, dict[str, cp.Constraint], dict[str, Any]]:
+    """A small QP of one of four kinds (by ``seed``, unless ``kind`` is given),
+    bounded by a box: P of low rank, an LP with a 1e-3-scaled P of low rank,
+    a duplicated (or doubled) row of G, or rows of G scaled by 10^U(−5, 5) and
+    columns by 10^U(−3, 3); or ``kind="flat-scaled"``: scaled so, with P of
+    rank below n (flat along some directions)."""
     rng = np.random.default_rng(seed)
-    kind = ("lowrank", "lp", "dup", "scaled")[seed % 4]
+    kind = kind or ("lowrank", "lp", "dup", "scaled")[seed % 4]
     n = int(rng.integers(2, 12))
     me, mi = int(rng.integers(0, max(1, n // 2))), int(rng.integers(1, 2 * n))
-    # (Badly scaled with P singular on the equalities' null space, no search
-    # applies and OSQP can stop at its iteration limit: not covered here.)
     full = kind in ("dup", "scaled")
-    L = rng.standard_normal((n if full else int(rng.integers(0, n + 1)), n))
+    L = rng.standard_normal((n if full else int(rng.integers(0, n if kind == "flat-scaled"
+                                                                else n + 1)), n))
     P = L.T @ L * (1e-3 if kind == "lp" else 1.0)
     q, x0 = rng.standard_normal(n), rng.uniform(-1, 1, n)
     A, G = rng.standard_normal((me, n)), rng.standard_normal((mi, n))
@@ -949,7 +951,7 @@ def _mixed_problem(seed: int) -> tuple[cp.Minimize, dict[str, cp.Constraint], di
         factor = float(rng.choice([1.0, 2.0]))
         G, h = np.vstack([G, factor * G[k]]), np.append(h, factor * h[k])
     box = np.full(n, 10.0)
-    if kind == "scaled":
+    if kind in ("scaled", "flat-scaled"):
         rows, cols = 10.0 ** rng.uniform(-5, 5, G.shape[0]), 10.0 ** rng.uniform(-3, 3, n)
         G, h = G * rows[:, None] * cols, h * rows
         P, q, A, box = P * np.outer(cols, cols), q * cols, A * cols, box / cols
@@ -977,6 +979,31 @@ def test_mixed_small_qps_match_clarabel(skip_peer_failure) -> None:
         ref = guard(skip_peer_failure, lambda: clarabel_solve(objective, cons, values))
         assert abs(sol.value - ref.value) <= 1e-6 * max(1.0, abs(ref.value)), (
             seed, sol.value, ref.value)
+
+
+def test_flat_badly_scaled_qps_are_solved_from_an_interior_point(skip_peer_failure) -> None:
+    """60 QPs with P of rank below n and rows and columns scaled by up to
+    10^±5 and 10^±3: the search from K₀ does not apply (K₀ is singular), and
+    OSQP stopped at its iteration limit on 4 of them (seeds 22, 25, 31, 38:
+    the solve raised). Clarabel's interior point now suggests the active set
+    there; every solution is feasible in the user's units, its multipliers
+    nonnegative, and its value Clarabel's to 1e-6."""
+    interior = 0
+    for seed in range(60):
+        objective, cons, values = _mixed_problem(seed, "flat-scaled")
+        model = dm.Model(objective, cons)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dm.DegenerateWarning)
+            sol = model.solve(**values)
+        interior += model._engine.backend("kkt").interior.count
+        x, G = sol.primal["x"], cons["g"].args[0].args[0].value
+        h = values["h"]
+        assert np.all(G @ x - h <= 1e-9 * (np.abs(G) @ np.abs(x) + np.abs(h))), seed
+        assert min(float(np.min(sol.dual[name])) for name in ("hi", "lo", "g")) >= 0.0, seed
+        ref = guard(skip_peer_failure, lambda: clarabel_solve(objective, cons, values))
+        assert abs(sol.value - ref.value) <= 1e-6 * max(1.0, abs(ref.value)), (
+            seed, sol.value, ref.value)
+    assert interior >= 4  # (the path under test ran)
 
 
 def test_a_nearly_linear_objective_is_solved_from_a_rough_osqp_point(skip_peer_failure) -> None:

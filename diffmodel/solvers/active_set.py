@@ -23,7 +23,9 @@ complementarity holding by construction (λ_i = 0 off 𝒜, G_i x = h_i on 𝒜)
    does not apply, the steps factor K for each trial set.
 3. If that does not settle within a few steps, OSQP solves the QP
    (warm-started), and its point suggests 𝒜: rows with a clearly positive
-   multiplier or a negligible slack.
+   multiplier or a negligible slack. Where OSQP's point leads nowhere (it
+   can stop at its iteration limit on badly scaled, nearly flat problems),
+   Clarabel's interior point suggests 𝒜 instead (:mod:`~.ipm`).
 4. The KKT system over 𝒜 is solved with the equilibrated factorization and
    checked as above, to scale-aware tolerances (:mod:`~diffmodel.tolerances`).
    Where the check fails, primal-dual active-set steps correct 𝒜 (rows whose
@@ -68,6 +70,7 @@ from .base import (
 )
 from .cache import KKTCache
 from .direct import factor
+from .ipm import ClarabelRunner
 from .osqp import OSQPRunner
 from .verify import accept, certificate, infeasibility, unboundedness
 
@@ -195,6 +198,7 @@ class ActiveSetBackend:
     def __init__(self, problem: CompiledProblem, cache: KKTCache, name: str) -> None:
         self.problem, self.cache, self.name = problem, cache, name
         self.runner = OSQPRunner(problem)
+        self.interior = ClarabelRunner(problem)
         self.reuses = 0
         # The pattern of G (the inequality rows of M, contiguous in its data).
         M, m_eq = problem.M, problem.m_eq
@@ -277,20 +281,26 @@ class ActiveSetBackend:
             raise self._infeasible(data, result.certificate)
         if result.status == STATUS_UNBOUNDED:
             raise self._unbounded(data, result.certificate)
-        if result.status is not None and not result.x.shape[0]:
-            raise SolverError(result.message, result.status)
         # (Where OSQP stopped short, at its iteration limit say, its last
         # iterate may still point at the active set: the polish decides.)
-        raw = self._polish(data, k_values, self._guess(data, result.x, result.y),
-                           MAX_ACTIVE_SET_STEPS, result.iterations)
+        raw = None
+        if result.x.shape[0]:
+            raw = self._polish(data, k_values, self._guess(data, result.x, result.y),
+                               MAX_ACTIVE_SET_STEPS, result.iterations)
+        if raw is None:  # an interior point, whatever the scaling
+            point = self.interior.run(data)
+            if point is not None:
+                raw = self._polish(data, k_values, self._guess(data, *point),
+                                   MAX_ACTIVE_SET_STEPS, result.iterations)
         if raw is None and result.status is not None:
-            raise SolverError(result.message, result.status)
+            raise SolverError(f"{result.message}; nor did Clarabel's point lead to a "
+                              "verified active set", result.status)
         if raw is None:
             raise SolverError(
                 "no active set could be verified: the primal-dual active-set steps from "
-                "OSQP's solution did not settle on a point that is feasible with nonnegative "
-                "multipliers to working accuracy; the problem may be too ill-conditioned",
-                STATUS_INACCURATE)
+                "OSQP's and Clarabel's solutions did not settle on a point that is feasible "
+                "with nonnegative multipliers to working accuracy; the problem may be too "
+                "ill-conditioned", STATUS_INACCURATE)
         self._remember(raw)
         return raw
 
@@ -393,7 +403,8 @@ class ActiveSetBackend:
                            objective(rhs, z), last.active)
 
     def _guess(self, data: ProblemData, x: FloatArray, y: FloatArray) -> IntArray:
-        """Rows with a clearly positive multiplier or a negligible slack in OSQP's point."""
+        """Rows with a clearly positive multiplier or a negligible slack in a point
+        (OSQP's or Clarabel's)."""
         m_eq = self.problem.m_eq
         slack, scale = self._slack(data, x)
         lam = y[m_eq:]
