@@ -103,6 +103,11 @@ _MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 _DENSE_G = 40_000
 #: OSQP's answer is read with this relative tolerance to guess the active set.
 _GUESS_TOL = 1e-6
+#: ... and Clarabel's, where the set from the first tolerance is not verified,
+#: with this one too: rows that bind with a multiplier of 1e-7 of the largest
+#: may be what keeps K nonsingular, and an interior point leaves their slacks
+#: and multipliers both near 1e-6 (the steps then drop any row in excess).
+_LOOSE_GUESS_TOL = 1e-4
 #: After this many failed starts of one kind in a row (each costs
 #: factorizations), that start is tried only once every _PROBE solves.
 _MISSES = 3
@@ -289,9 +294,15 @@ class ActiveSetBackend:
                                MAX_ACTIVE_SET_STEPS, result.iterations)
         if raw is None:  # an interior point, whatever the scaling
             point = self.interior.run(data)
-            if point is not None:
-                raw = self._polish(data, k_values, self._guess(data, *point),
-                                   MAX_ACTIVE_SET_STEPS, result.iterations)
+            guesses = [] if point is None else [self._guess(data, *point, tol=tol)
+                                                for tol in (_GUESS_TOL, _LOOSE_GUESS_TOL)]
+            if len(guesses) == 2 and np.array_equal(guesses[0], guesses[1]):
+                guesses.pop()
+            for guess in guesses:
+                raw = self._polish(data, k_values, guess, MAX_ACTIVE_SET_STEPS,
+                                   result.iterations)
+                if raw is not None:
+                    break
         if raw is None and result.status is not None:
             raise SolverError(f"{result.message}; nor did Clarabel's point lead to a "
                               "verified active set", result.status)
@@ -402,14 +413,15 @@ class ActiveSetBackend:
         return RawSolution(z[:n], y, last.rows, fact, omega, accuracy, unique, 0,
                            objective(rhs, z), last.active)
 
-    def _guess(self, data: ProblemData, x: FloatArray, y: FloatArray) -> IntArray:
+    def _guess(self, data: ProblemData, x: FloatArray, y: FloatArray,
+               tol: float = _GUESS_TOL) -> IntArray:
         """Rows with a clearly positive multiplier or a negligible slack in a point
-        (OSQP's or Clarabel's)."""
+        (OSQP's or Clarabel's), relative to ``tol``."""
         m_eq = self.problem.m_eq
         slack, scale = self._slack(data, x)
         lam = y[m_eq:]
         big = float(np.max(np.abs(y), initial=0.0)) or 1.0
-        return np.flatnonzero((lam > _GUESS_TOL * big) | (slack <= _GUESS_TOL * scale))
+        return np.flatnonzero((lam > tol * big) | (slack <= tol * scale))
 
     def _slack(self, data: ProblemData, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """h − G x for every inequality row, and the magnitude |G||x| + |h| of its terms."""
@@ -693,7 +705,8 @@ def _nonnegative_basis(problem: CompiledProblem, data: ProblemData, fact: Factor
     independent rows; the rows with λ = 0 leave, all at once (at a
     degenerate vertex with several dependences, leaving one row at a time
     can end on a set with a negative multiplier). None where x is not
-    unique, no nonnegative multipliers match, or no row would leave.
+    unique, no nonnegative multipliers match, no row would leave, or NNLS
+    does not finish.
     """
     from scipy.optimize import nnls
 
@@ -705,7 +718,11 @@ def _nonnegative_basis(problem: CompiledProblem, data: ProblemData, fact: Factor
     M = problem.M_matrix(data)[rows].toarray()
     target = M.T @ z[n:]
     E = M[:m_eq].T
-    weights, residual = nnls(np.hstack([E, -E, M[m_eq:].T]), target)
+    basis = np.hstack([E, -E, M[m_eq:].T])
+    try:  # (SciPy's default of 3 iterations per column can fall short on LPs)
+        weights, residual = nnls(basis, target, maxiter=30 * max(basis.shape[1], 1))
+    except RuntimeError:  # still short: no verdict, the null vector decides
+        return None
     if not residual <= 1e-9 * (float(np.linalg.norm(target)) or 1.0):
         return None
     drop = kept[weights[2 * m_eq:] <= 0.0]
