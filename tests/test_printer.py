@@ -52,6 +52,9 @@ EXPRESSIONS = [
     (cp.psd_wrap(Sigma), "Sigma"),
     (sp.csc_matrix(np.eye(3)) @ w, "<3×3 sparse array> @ w"),
     (sp.csc_array(np.eye(3)) @ w, "<3×3 sparse array> @ w"),
+    # An empty matrix (a factor of rank 0): it raised an IndexError, and the
+    # model with it could not be built.
+    (cp.sum_squares(np.zeros((0, 3)) @ w), "sum_squares(<0×3 array> @ w)"),
 ]
 
 CONSTRAINTS = [

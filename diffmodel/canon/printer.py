@@ -58,7 +58,7 @@ def _constant(expr: cp.Constant) -> str:
         return _number(float(value.reshape(-1)[0]))
     if value.ndim == 1 and value.size <= 4:
         return "[" + ", ".join(_number(float(v)) for v in value) + "]"
-    if np.all(value == value.reshape(-1)[0]):
+    if value.size and np.all(value == value.reshape(-1)[0]):
         return f"{_number(float(value.reshape(-1)[0]))} (×{'×'.join(map(str, value.shape))})"
     return f"<{'×'.join(map(str, value.shape))} array>"
 
