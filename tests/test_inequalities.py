@@ -1063,6 +1063,63 @@ def test_linear_programs_match_highs(skip_peer_failure: SkipPeerFailure) -> None
         assert abs(sol.value - ref) <= 1e-6 * max(1.0, abs(ref)), (seed, sol.value, ref)
 
 
+def _without_optimum(seed: int) -> tuple[cp.Problem, dm.Model, dict[str, Any], str]:
+    """A QP in a box made infeasible by a row and its shifted negation (even
+    seeds), or unbounded along a null direction d of a low-rank P (odd
+    seeds: q descends along d and every row of G is bent to G d ≤ 0); for
+    seeds divisible by 3, rows scaled by 10^U(−4, 4) and columns by
+    10^U(−2, 2). Returns the CVXPY problem, the model, the values and the
+    expected status."""
+    rng = np.random.default_rng(seed)
+    n, kind = int(rng.integers(2, 20)), ("infeasible", "unbounded")[seed % 2]
+    mi = int(rng.integers(1, 2 * n))
+    rank = int(rng.integers(0, n + (kind == "infeasible")))
+    L = rng.standard_normal((rank, n))
+    q, x0 = rng.standard_normal(n), rng.uniform(-1, 1, n)
+    G = rng.standard_normal((mi, n))
+    h = G @ x0 + rng.uniform(0, 1, mi)
+    if kind == "infeasible":
+        k = int(rng.integers(0, mi))
+        G, h = np.vstack([G, -G[k]]), np.append(h, -h[k] - rng.uniform(0.1, 2))
+    else:
+        d = np.linalg.svd(L)[2][rank:].T @ rng.standard_normal(n - rank) if rank else (
+            rng.standard_normal(n))
+        q = q - 3 * d / np.linalg.norm(d) * (1 + abs(q @ d))
+        G = G - np.outer(np.maximum(G @ d, 0) / (d @ d) * 1.5, d)
+    cols = np.ones(n)
+    if seed % 3 == 0:
+        rows, cols = 10.0 ** rng.uniform(-4, 4, G.shape[0]), 10.0 ** rng.uniform(-2, 2, n)
+        G, h, L, q = G * rows[:, None] * cols, h * rows, L * cols, q * cols
+    x = cp.Variable(n, name="x")
+    qp, hp = cp.Parameter(n, name="q"), cp.Parameter(G.shape[0], name="h")
+    cons = {"g": G @ x <= hp}
+    if kind == "infeasible":
+        cons |= {"hi": cp.multiply(cols, x) <= 10, "lo": cp.multiply(cols, x) >= -10}
+    objective = cp.Minimize(0.5 * cp.sum_squares(L @ x) + qp @ x)
+    return (cp.Problem(objective, list(cons.values())), dm.Model(objective, cons),
+            {"q": q, "h": h}, kind)
+
+
+@pytest.mark.parametrize("seed", [81, 87, 342])
+def test_clarabel_certifies_where_osqps_certificate_fails(seed: int) -> None:
+    """Badly scaled problems without an optimum where OSQP's certificate of
+    unboundedness (seeds 81, 87) or infeasibility (342) did not hold on the
+    data and the solve raised "inaccurate" (3 of 500 such problems):
+    Clarabel's certificate is checked the same way, holds, and the status is
+    the right one, as CVXPY + Clarabel says; the model then solves a
+    feasible, bounded problem."""
+    problem, model, values, kind = _without_optimum(seed)
+    for par in problem.parameters():
+        par.value = values[par.name()]
+    problem.solve(solver=cp.CLARABEL)
+    assert problem.status.startswith(kind)  # (the construction holds)
+    with pytest.raises(dm.SolverError) as err:
+        model.solve(**values)
+    assert err.value.status == kind, str(err.value)
+    box = {"q": np.zeros_like(values["q"]), "h": np.abs(values["h"]) + 1.0}
+    assert model.solve(**box).status == "optimal"
+
+
 def test_a_nearly_linear_objective_is_solved_from_a_rough_osqp_point(skip_peer_failure) -> None:
     """An LP with a 1e-6 ridge (n = 200, box and equality rows): the steps
     from the empty set do not settle, and OSQP, asked for 1e-9, stopped at

@@ -282,27 +282,22 @@ class ActiveSetBackend:
                     return raw
                 warm = (rough.x, rough.y)
         result = self.runner.run(data, warm=warm)
-        if result.status == STATUS_INFEASIBLE:
-            raise self._infeasible(data, result.certificate)
-        if result.status == STATUS_UNBOUNDED:
-            raise self._unbounded(data, result.certificate)
+        doubt = None  # OSQP's certificate, where it does not hold on the data
+        if result.status in (STATUS_INFEASIBLE, STATUS_UNBOUNDED):
+            doubt = (self._infeasible if result.status == STATUS_INFEASIBLE
+                     else self._unbounded)(data, result.certificate)
+            if doubt.status != STATUS_INACCURATE:
+                raise doubt
         # (Where OSQP stopped short, at its iteration limit say, its last
         # iterate may still point at the active set: the polish decides.)
         raw = None
         if result.x.shape[0]:
             raw = self._polish(data, k_values, self._guess(data, result.x, result.y),
                                MAX_ACTIVE_SET_STEPS, result.iterations)
-        if raw is None:  # an interior point, whatever the scaling
-            point = self.interior.run(data)
-            guesses = [] if point is None else [self._guess(data, *point, tol=tol)
-                                                for tol in (_GUESS_TOL, _LOOSE_GUESS_TOL)]
-            if len(guesses) == 2 and np.array_equal(guesses[0], guesses[1]):
-                guesses.pop()
-            for guess in guesses:
-                raw = self._polish(data, k_values, guess, MAX_ACTIVE_SET_STEPS,
-                                   result.iterations)
-                if raw is not None:
-                    break
+        if raw is None:
+            raw = self._from_interior(data, k_values, result.iterations)
+        if raw is None and doubt is not None:
+            raise doubt
         if raw is None and result.status is not None:
             raise SolverError(f"{result.message}; nor did Clarabel's point lead to a "
                               "verified active set", result.status)
@@ -314,6 +309,35 @@ class ActiveSetBackend:
                 "ill-conditioned", STATUS_INACCURATE)
         self._remember(raw)
         return raw
+
+    def _from_interior(self, data: ProblemData, k_values: FloatArray, iterations: int
+                       ) -> RawSolution | None:
+        """Clarabel's answer, where OSQP's led nowhere: its point polished (the
+        verified point, or None), or its certificate, raised if it holds on the
+        data (None if not).
+
+        Its point suggests the active set read with :data:`_GUESS_TOL`, then,
+        if that set is not verified, with :data:`_LOOSE_GUESS_TOL`.
+        """
+        answer = self.interior.run(data)
+        if answer is None:
+            return None
+        if answer.status != "solved":
+            error = (infeasibility(self.problem, data, answer.z)
+                     if answer.status == "infeasible"
+                     else unboundedness(self.problem, data, answer.x))
+            if error is not None:
+                raise error
+            return None
+        guesses = [self._guess(data, answer.x, answer.z, tol=tol)
+                   for tol in (_GUESS_TOL, _LOOSE_GUESS_TOL)]
+        if np.array_equal(guesses[0], guesses[1]):
+            guesses.pop()
+        for guess in guesses:
+            raw = self._polish(data, k_values, guess, MAX_ACTIVE_SET_STEPS, iterations)
+            if raw is not None:
+                return raw
+        return None
 
     def _from_empty(self, data: ProblemData, k_values: FloatArray) -> RawSolution | None:
         """Active-set steps from the empty set: the verified point, or None.

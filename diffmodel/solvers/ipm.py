@@ -8,13 +8,15 @@ dozen iterations whatever the scaling, so when OSQP's point leads nowhere,
 the active-set backend asks Clarabel (a dependency of CVXPY, hence always
 present with it) for one more point. As with OSQP's, the point only suggests
 which rows bind: the answer is the active set verified on diffmodel's own
-equilibrated KKT factorization, never Clarabel's numbers.
+equilibrated KKT factorization, never Clarabel's numbers. Likewise where
+OSQP's certificate of infeasibility or unboundedness does not hold on the
+data: Clarabel's is checked the same way, or its point polished.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +24,7 @@ import scipy.sparse as sp
 from .._typing import FloatArray
 from ..compiled import CompiledProblem, ProblemData
 
-__all__ = ["ClarabelRunner", "CLARABEL_SETTINGS"]
+__all__ = ["ClarabelRunner", "ClarabelResult", "CLARABEL_SETTINGS"]
 
 #: Clarabel's settings: tight, and silent. (Its answer is polished anyway.)
 CLARABEL_SETTINGS: dict[str, object] = {
@@ -46,9 +48,10 @@ class ClarabelRunner:
         self.count = 0
         self._lock = threading.Lock()
 
-    def run(self, data: ProblemData) -> tuple[FloatArray, FloatArray] | None:
-        """Clarabel's (x, z) at these data, or None where Clarabel is not
-        installed, fails, or ends without a finite point of a solved status."""
+    def run(self, data: ProblemData) -> ClarabelResult | None:
+        """Clarabel's answer at these data: a point (x, z), or a certificate of
+        infeasibility (z) or unboundedness (x); None where Clarabel is not
+        installed, fails, or ends with another status or non-finite numbers."""
         try:
             import clarabel
         except ImportError:  # pragma: no cover - CVXPY depends on it
@@ -74,11 +77,26 @@ class ClarabelRunner:
                                               settings).solve()
         except Exception:  # noqa: BLE001 - a failed guess is no answer, not an error
             return None
-        solved = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
-        if solution.status not in solved:
-            return None
+        status = _STATUS.get(str(solution.status).rsplit(".", 1)[-1])
         x = np.asarray(solution.x, dtype=np.float64)
         z = np.asarray(solution.z, dtype=np.float64)
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(z))):
+        if status is None or not (np.all(np.isfinite(x)) and np.all(np.isfinite(z))):
             return None
-        return x, z
+        return ClarabelResult(status, x, z)
+
+
+#: Clarabel's statuses that carry an answer: a point, or a certificate
+#: (its "Almost" statuses: to looser tolerances; the answer is checked anyway).
+_STATUS = {"Solved": "solved", "AlmostSolved": "solved",
+           "PrimalInfeasible": "infeasible", "AlmostPrimalInfeasible": "infeasible",
+           "DualInfeasible": "unbounded", "AlmostDualInfeasible": "unbounded"}
+
+
+class ClarabelResult(NamedTuple):
+    """Clarabel's answer: ``status`` ``"solved"`` with the point (x, z),
+    ``"infeasible"`` with the certificate in z (weights of the rows), or
+    ``"unbounded"`` with the direction in x."""
+
+    status: str
+    x: FloatArray
+    z: FloatArray
