@@ -19,6 +19,7 @@ from ._typing import BoolArray, FloatArray, IntArray
 from ._validation import (
     ParamSpec,
     all_finite,
+    batch_satisfies,
     check_array,
     check_names,
     check_parameter_value,
@@ -133,11 +134,15 @@ class Packer:
         for name, arr in batched.items():
             block, spec = self.layout.parameters[name], self.specs[name]
             checked = np.asarray(arr, dtype=np.float64) if arr.dtype.kind in "biuf" else arr
-            if spec.strict or checked.dtype != np.float64 or not np.isfinite(checked).all():
+            if (checked.dtype != np.float64 or not np.isfinite(checked).all()
+                    or (spec.strict and not batch_satisfies(spec, checked))):
                 for i in range(size):  # name the first bad scenario
                     check_parameter_value(spec, checked[i], f"parameter '{name}[{i}]'")
-            rows[:, 1 + block.offset: 1 + block.stop] = checked.reshape(
-                size, block.size, order="F")
+            # Each item column-major: as a C-ordered array of the reversed shape,
+            # its transpose (written in place: a view of the columns of rows).
+            target = rows[:, 1 + block.offset: 1 + block.stop].reshape(
+                (size, *block.shape[::-1]))
+            target[...] = checked.transpose(0, *range(checked.ndim - 1, 0, -1))
             batched[name] = checked
         return rows.T, batched
 

@@ -448,6 +448,41 @@ def test_a_bad_item_of_a_batch_with_attributes_is_named():
             model.solve_batch(**values, progress=False)
 
 
+@pytest.mark.parametrize("attribute", [("PSD", True), ("NSD", True), ("symmetric", True),
+                                       ("diag", True), ("nonneg", True), ("integer", True),
+                                       ("bounds", (-np.ones((5, 5)), None))])
+def test_the_batched_attribute_check_accepts_only_what_items_pass(attribute, monkeypatch):
+    """A batch's declared attributes are checked for all items at once (in
+    cache-sized chunks); that check may only accept a batch whose every item
+    the per-item check accepts (otherwise the items are checked one by one,
+    and the bad one is named). Batches of 40 items: PSD, NSD, symmetric,
+    diagonal, integer, or one random item among them."""
+    import diffmodel._validation as validation
+    from diffmodel._validation import ParamSpec, batch_satisfies, check_parameter_value
+
+    monkeypatch.setattr(validation, "_CHUNK_ENTRIES", 100)  # chunks of 4 items
+    spec = ParamSpec("P", (5, 5), (attribute,))
+    rng = np.random.default_rng(3)
+    accepted = 0
+    for trial in range(60):
+        M = rng.standard_normal((40, 5, 5))
+        batch = [M @ M.transpose(0, 2, 1), -(M @ M.transpose(0, 2, 1)), M + M.transpose(0, 2, 1),
+                 np.einsum("bi,ij->bij", rng.random((40, 5)), np.eye(5)),
+                 np.round(np.abs(M))][trial % 5]
+        if trial % 3 == 0:
+            batch[int(rng.integers(0, 40))] = M[0]
+        items_pass = True
+        for item in batch:
+            try:
+                check_parameter_value(spec, item)
+            except dm.ModelError:
+                items_pass = False
+        fast = batch_satisfies(spec, batch)
+        assert not fast or items_pass, trial
+        accepted += fast
+    assert accepted >= 8  # (the check does accept)
+
+
 @pytest.mark.parametrize("case", ["dense P", "sparse dependence", "inequalities"])
 def test_reduced_backward_matches_central_differences_of_re_solves(case):
     """The reduced backward against an independent reference: central
