@@ -291,7 +291,8 @@ def adjoint(point: Point, gx: FloatArray, gy: FloatArray, call: str = "backward(
     DerivativeError
         If the solution is not unique or the solve is not accurate.
     """
-    wx, wy = adjoint_multipliers(point, gx, gy, call)
+    # (A non-finite ω makes the result non-finite: one check, this function's.)
+    wx, wy = _multipliers(point, gx, gy, call)
     return -_dF_adjoint(point.problem, point.x, point.y, wx, wy)
 
 
@@ -301,6 +302,11 @@ def adjoint_multipliers(point: Point, gx: FloatArray, gy: FloatArray,
     """The adjoint solution ω = K⁻¹ (gx, gy_R) of a point, as (ω_x, ω_y) with
     ω_y over all rows of M (zero off R): what :func:`adjoint` pulls back.
     Raises as :func:`adjoint` does."""
+    return _multipliers(point, gx, gy, call)
+
+
+def _multipliers(point: Point, gx: FloatArray, gy: FloatArray, call: str
+                 ) -> tuple[FloatArray, FloatArray]:
     check_differentiable(point, call)
     rows, n = point.rows, point.problem.n
     rhs = np.concatenate([gx, gy if point.all_rows else gy[rows]])
