@@ -25,7 +25,9 @@ complementarity holding by construction (λ_i = 0 off 𝒜, G_i x = h_i on 𝒜)
    (warm-started), and its point suggests 𝒜: rows with a clearly positive
    multiplier or a negligible slack. Where OSQP's point leads nowhere (it
    can stop at its iteration limit on badly scaled, nearly flat problems),
-   Clarabel's interior point suggests 𝒜 instead (:mod:`~.ipm`).
+   Clarabel's interior point suggests 𝒜 instead (:mod:`~.ipm`): right
+   after the rough OSQP solve when that one stopped at its limit, else
+   after the tight one.
 4. The KKT system over 𝒜 is solved with the equilibrated factorization and
    checked as above, to scale-aware tolerances (:mod:`~diffmodel.tolerances`).
    Where the check fails, primal-dual active-set steps correct 𝒜 (rows whose
@@ -62,6 +64,7 @@ from ..tolerances import (
     WARM_ACTIVE_SET_STEPS,
 )
 from .base import (
+    STATUS_ERROR,
     STATUS_INACCURATE,
     STATUS_INFEASIBLE,
     STATUS_UNBOUNDED,
@@ -271,6 +274,7 @@ class ActiveSetBackend:
                 self._remember(raw)
                 return raw
         warm = None if last is None else (last.x, last.y)
+        interior_tried = False
         if self.name == "kkt":
             # A rough OSQP solve first: its point usually shows the active set.
             rough = self.runner.run(data, warm=warm, rough=True)
@@ -281,6 +285,15 @@ class ActiveSetBackend:
                     self._remember(raw)
                     return raw
                 warm = (rough.x, rough.y)
+            if rough.status == STATUS_ERROR:
+                # Not even 1e-6 within its iteration limit: OSQP struggles here
+                # (bad scaling, a flat objective), and its tight solve would run
+                # up to 200,000 iterations; the interior point is asked first.
+                interior_tried = True
+                raw = self._from_interior(data, k_values, rough.iterations)
+                if raw is not None:
+                    self._remember(raw)
+                    return raw
         result = self.runner.run(data, warm=warm)
         doubt = None  # OSQP's certificate, where it does not hold on the data
         if result.status in (STATUS_INFEASIBLE, STATUS_UNBOUNDED):
@@ -294,7 +307,7 @@ class ActiveSetBackend:
         if result.x.shape[0]:
             raw = self._polish(data, k_values, self._guess(data, result.x, result.y),
                                MAX_ACTIVE_SET_STEPS, result.iterations)
-        if raw is None:
+        if raw is None and not interior_tried:
             raw = self._from_interior(data, k_values, result.iterations)
         if raw is None and doubt is not None:
             raise doubt
