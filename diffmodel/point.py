@@ -6,7 +6,7 @@ import threading
 
 from ._typing import FloatArray, IntArray
 from .compiled import CompiledProblem, ProblemData
-from .linalg import Factorization, KKTPattern
+from .linalg import Factorization, KKTPattern, held_bytes
 from .solvers.base import RawSolution
 
 __all__ = ["Point"]
@@ -41,6 +41,15 @@ class Point:
         self.problem, self.theta, self.data, self.raw = problem, theta, data, raw
         self.value, self.solver = value, solver
         self.all_rows = raw.rows.shape[0] == problem.layout.rows
+
+    @property
+    def nbytes(self) -> int:
+        """About the memory keeping this point costs: its arrays and its
+        factorization (see :attr:`Factorization.nbytes`)."""
+        raw, fact = self.raw, self.raw.factorization
+        return (held_bytes(self.theta, self.data.P_data, self.data.M_data, self.data.rhs,
+                           raw.x, raw.y, raw.rows, raw.active)
+                + (fact.nbytes if fact is not None else 0))
 
     @property
     def x(self) -> FloatArray:

@@ -39,7 +39,7 @@ from .linalg.factor import same_columns
 from .point import Point
 
 __all__ = ["Runner", "Execution", "ProgressBar", "TASK_SECONDS", "TASK_BYTES",
-           "PILOT_SECONDS", "PILOT_SCENARIOS", "KEEP_BYTES", "KEEP_MAX_DIM"]
+           "PILOT_SECONDS", "PILOT_SCENARIOS", "KEEP_BYTES"]
 
 
 #: A chunk computes for at least about this many seconds, so that shipping
@@ -54,13 +54,11 @@ PILOT_SCENARIOS = 64
 #: 10 MB, and large messages stall the scheduler.
 TASK_BYTES = 4 * 2**20
 #: A batch solved in this process keeps its scenarios' points (solutions with
-#: their factorizations) when they fit in about this many bytes (estimated at
-#: 24 d² bytes for a KKT system of dimension d, as for a dense factorization):
-#: its derivatives then solve nothing again. Larger batches are solved again
-#: for their derivatives, scenario by scenario.
+#: their factorizations) while they fit in about this many bytes (a point's
+#: size measured on the first one kept, :attr:`~diffmodel.point.Point.nbytes`):
+#: their derivatives then solve nothing again. The scenarios beyond are solved
+#: again for their derivatives, one by one.
 KEEP_BYTES = 256 * 2**20
-#: ... and only for KKT systems of at most this dimension.
-KEEP_MAX_DIM = 1000
 
 # What each executor was sent: digest -> the Dask future of the scattered
 # bytes, or None for executors whose workers cache the bytes they receive.
@@ -132,6 +130,35 @@ class Execution:
             return 0.0
         idle = self.wall * min(self.workers, self.chunks) - self.compute
         return max(idle, 0.0) / self.chunks
+
+
+class _KeepBudget:
+    """The bytes left for the points a batch keeps in this process. A point's
+    size is measured on the first one kept (:attr:`Point.nbytes`) and taken
+    for the others: points of one batch share their structure."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+        self.each: int | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether points may still be kept."""
+        return self.left > 0 and (self.each is None or self.left >= self.each)
+
+    def charge(self, points: list[Point | None] | None) -> None:
+        """Count a chunk's kept points; drop those beyond the budget (in place)."""
+        if points is None:
+            return
+        for i, point in enumerate(points):
+            if point is None:
+                continue
+            if self.each is None:
+                self.each = max(point.nbytes, 1)
+            if self.left < self.each:
+                points[i] = None  # (not kept: solved again for its derivatives)
+            else:
+                self.left -= self.each
 
 
 def _dask_client(executor: Executor | None) -> Any:
@@ -213,13 +240,6 @@ class Runner:
 
     # ------------------------------------------------------------- solves
 
-    def _keeps(self, size: int) -> bool:
-        """Whether a batch of ``size`` scenarios keeps its points (see :data:`KEEP_BYTES`)."""
-        problem = self.engine.problem
-        dim = problem.n + problem.layout.rows
-        return (self.executor is None and dim <= KEEP_MAX_DIM
-                and 24 * dim * dim * size <= KEEP_BYTES)
-
     def solve(self, thetas: FloatArray, solver: str, on_error: Literal["raise", "record"],
               chunk_size: int | None) -> tuple[BatchResult, Execution]:
         """Solve every column of θ̃; chunks sized by a pilot unless ``chunk_size`` is given.
@@ -232,14 +252,15 @@ class Runner:
         """
         size = thetas.shape[1]
         bar = self._bar(size, "solve_batch")
-        keep = self._keeps(size)
+        keep = self.executor is None and KEEP_BYTES > 0
+        budget = _KeepBudget(KEEP_BYTES if keep else 0)
         parts: list[ChunkResult] = []
         fact: Factorization | None = None
         t0 = time.perf_counter()
         try:
             done, per = 0, math.nan
             if chunk_size is None:
-                done, per, fact = self._pilot(thetas, solver, on_error, parts, bar, keep)
+                done, per, fact = self._pilot(thetas, solver, on_error, parts, bar, budget)
                 chunk = max(1, math.ceil(TASK_SECONDS / per)) if per > 0 else size
                 chunk = min(chunk, max(1, TASK_BYTES // self.scenario_bytes(thetas)))
             else:
@@ -248,7 +269,7 @@ class Runner:
             shipped = self.shipped
             tasks = [ChunkTask("solve", s, thetas[:, s: s + chunk], solver)
                      for s in range(done, size, chunk)]
-            results, shared = self._map(tasks, bar, on_error == "raise", keep)
+            results, shared = self._map(tasks, bar, on_error == "raise", budget)
             parts.extend(results)
             fact = shared if fact is None else fact
         finally:
@@ -265,7 +286,7 @@ class Runner:
         return result, execution
 
     def _pilot(self, thetas: FloatArray, solver: str, on_error: str,
-               parts: list[ChunkResult], bar: ProgressBar, keep: bool
+               parts: list[ChunkResult], bar: ProgressBar, budget: _KeepBudget
                ) -> tuple[int, float, Factorization | None]:
         """Chunks of 1, 2, 4, ... scenarios in this process; returns the scenarios
         done, the seconds per scenario of the last chunk, and a shared factorization."""
@@ -275,7 +296,8 @@ class Runner:
             k = min(step, size - done)
             part, shared = run_task(self.engine, ChunkTask("solve", done,
                                                            thetas[:, done: done + k], solver),
-                                    keep=keep)
+                                    keep=budget.open)
+            budget.charge(part.points)
             parts.append(part)
             fact = shared if fact is None else fact
             bar.update(k)
@@ -404,19 +426,22 @@ class Runner:
     # ---------------------------------------------------------- executing
 
     def _map(self, tasks: list[ChunkTask], bar: ProgressBar, stop_on_failure: bool,
-             keep: bool = False, points: list[Point | None] | None = None
+             budget: _KeepBudget | None = None, points: list[Point | None] | None = None
              ) -> tuple[list[ChunkResult], Factorization | None]:
         """Run the tasks (here or on the executor); results in any order, and the
         shared factorization of in-process solves. With ``stop_on_failure``,
         chunks after a failing scenario are not run. In this process, solves
-        keep their points with ``keep``, and derivatives use ``points`` (the
-        batch's, by scenario) where given."""
+        keep their points within the ``budget``, and derivatives use ``points``
+        (the batch's, by scenario) where given."""
         if self.executor is None:
             parts, fact = [], None
             for task in tasks:
                 mine = (None if points is None else
                         points[task.start: task.start + task.size])
+                keep = budget is not None and budget.open
                 part, shared = run_task(self.engine, task, keep=keep, points=mine)
+                if budget is not None:
+                    budget.charge(part.points)
                 parts.append(part)
                 fact = shared if fact is None else fact
                 bar.update(task.size)

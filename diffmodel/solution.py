@@ -374,10 +374,10 @@ class BatchSolution:
         Runs where the batch was solved, chunk by chunk. With a KKT matrix
         shared by the batch this is B adjoint solves with one factorization
         (per worker). Otherwise each scenario is differentiated with its own
-        factorization: kept from the solve when the batch ran in this process
-        and fits in ``diffmodel.runner.KEEP_BYTES`` (about 24 d² bytes per
-        scenario, d the KKT dimension), else solved again (same data, same
-        result).
+        factorization: kept from the solve when the batch ran in this process,
+        for as many scenarios as fit in ``diffmodel.runner.KEEP_BYTES`` (each
+        point's size measured, ``Point.nbytes``), else solved again (same
+        data, same result).
         """
         result, runner, packer, ok, chunk = self._run()
         GX, GY = packer.outputs(primal, dual, "backward()", batch=self.batch_size)

@@ -9,5 +9,6 @@ from __future__ import annotations
 from .factor import Factorization, Refined
 from .kernels import SolverPool
 from .kkt import KKTPattern
+from .memory import held_bytes
 
-__all__ = ["Factorization", "KKTPattern", "Refined", "SolverPool"]
+__all__ = ["Factorization", "KKTPattern", "Refined", "SolverPool", "held_bytes"]

@@ -64,6 +64,7 @@ from .accuracy import (
 )
 from .kernels import DenseEigen, DenseLDL, Kernel, RegularizedLDL, SolverPool, SparseLU
 from .kkt import KKTPattern
+from .memory import held_bytes
 from .scaling import ruiz, ruiz_dense
 
 __all__ = ["Factorization", "Refined", "SolverPool"]
@@ -250,6 +251,15 @@ class Factorization:
         self._fast_cond = cond
         self._fast_parts: tuple[FloatArray, FloatArray, FloatArray] | None = (
             self._fast_arrays() if self._fast else None)
+
+    @property
+    def nbytes(self) -> int:
+        """About the memory this factorization holds: its arrays (K̂, |K̂|,
+        the scaling, K⁻¹ where formed) and its kernels' factors. Patterns are
+        shared by every factorization over the same rows and not counted."""
+        return held_bytes(self._K, self._K_abs, self.scale, self.row_norm, self._null,
+                          self._fast_parts if self._fast else None, self._ladder,
+                          self._residuals)
 
     @property
     def delta(self) -> float:

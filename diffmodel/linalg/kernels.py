@@ -84,8 +84,16 @@ class RegularizedLDL:
             raise ArithmeticError(str(exc)) from exc
         self.solver = solver
         self.solve = solver.solve
+        self._matrix_nnz = int(matrix.nnz)
         if pool is not None:
             weakref.finalize(self, pool.give, solver)
+
+    def c_bytes(self) -> int:
+        """About the bytes QDLDL holds for this factorization: the permuted
+        copy of K̂'s upper triangle and L (values and row indices, column
+        pointers), D, D⁻¹, the permutation and workspaces of the dimension."""
+        L = self.solver.factors()[0]
+        return 12 * (int(L.nnz) + self._matrix_nnz) + 64 * int(L.shape[0])
 
     def inertia(self) -> tuple[int, int] | None:
         """(positive, negative) pivots of D, or None if a pivot is zero or not finite."""
