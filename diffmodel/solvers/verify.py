@@ -35,8 +35,8 @@ from .base import (
     STATUS_UNBOUNDED,
 )
 
-__all__ = ["accept", "certificate", "check_convex", "describe_direction", "describe_rows", "infeasibility",
-           "unbounded_error", "unboundedness"]
+__all__ = ["Magnitudes", "accept", "certificate", "check_convex", "describe_direction",
+           "describe_rows", "infeasibility", "unbounded_error", "unboundedness"]
 
 
 
@@ -88,17 +88,19 @@ def certificate(problem: CompiledProblem, data: ProblemData, fact: Factorization
     unbounded when a null vector of K gives a certificate that holds on the data,
     otherwise inaccurate."""
     n = problem.n
+    mags = Magnitudes(problem, data)  # (once for every null vector: K may have hundreds)
     for e in fact.null_vectors().T:
         d, w_rows = e[:n], e[n:]
         w = np.zeros(problem.layout.rows)
         w[rows] = w_rows
-        error = infeasibility(problem, data, -w if float(data.c @ w) > 0 else w)
+        error = infeasibility(problem, data, -w if float(data.c @ w) > 0 else w, mags)
         if error is None:  # P d = 0 (w is then rounding noise), or P d + Aᵀw = 0
-            error = unboundedness(problem, data, -d if float(data.q @ d) > 0 else d)
+            error = unboundedness(problem, data, -d if float(data.q @ d) > 0 else d,
+                                  mags=mags)
         if error is None:
             slope = float(data.q @ d) - float(data.c[:problem.m_eq] @ w[:problem.m_eq])
-            error = (unboundedness(problem, data, -d, -w) if slope > 0
-                     else unboundedness(problem, data, d, w))
+            error = (unboundedness(problem, data, -d, -w, mags) if slope > 0
+                     else unboundedness(problem, data, d, w, mags))
         if error is not None:
             return error
     return SolverError(
@@ -107,8 +109,24 @@ def certificate(problem: CompiledProblem, data: ProblemData, fact: Factorization
         "too ill-conditioned to decide", STATUS_INACCURATE)
 
 
-def infeasibility(problem: CompiledProblem, data: ProblemData, w: FloatArray
-                  ) -> SolverError | None:
+class Magnitudes:
+    """P, M and what the certificate checks read from them at some data: |P|,
+    |M|, the largest entry of each column (of P and M, plus |q|) and of each
+    row of M (plus |c|). Formed once where many candidate certificates are
+    checked on the same data."""
+
+    def __init__(self, problem: CompiledProblem, data: ProblemData) -> None:
+        self.P, self.M = problem.P_matrix(data), problem.M_matrix(data)
+        self.P_abs, self.M_abs = abs(self.P), abs(self.M)
+        self.row_size = (np.asarray(self.M_abs.max(axis=1).toarray()).ravel()
+                         + np.abs(data.c))
+        self.column_size = (np.asarray(self.P_abs.max(axis=0).toarray()).ravel()
+                            + np.asarray(self.M_abs.max(axis=0).toarray()).ravel()
+                            + np.abs(data.q))
+
+
+def infeasibility(problem: CompiledProblem, data: ProblemData, w: FloatArray,
+                  mags: Magnitudes | None = None) -> SolverError | None:
     """The error for a verified certificate of infeasibility, or None.
 
     ``w`` weighs every constraint row (the layout's order). It certifies that
@@ -118,10 +136,9 @@ def infeasibility(problem: CompiledProblem, data: ProblemData, w: FloatArray
     Entries of w whose rows carry a negligible share of the combination
     (rounding noise of a null vector) are set to zero first.
     """
-    M = problem.M_matrix(data)
-    M_abs = abs(M)
-    c = data.c
-    w = _clean(w, np.asarray(M_abs.max(axis=1).toarray()).ravel() + np.abs(c))
+    mags = mags or Magnitudes(problem, data)
+    M, M_abs, c = mags.M, mags.M_abs, data.c
+    w = _clean(w, mags.row_size)
     m_eq = problem.m_eq
     aw = np.abs(w)
     if (not np.any(w) or np.any(w[m_eq:] < 0)
@@ -137,7 +154,8 @@ def infeasibility(problem: CompiledProblem, data: ProblemData, w: FloatArray
 
 
 def unboundedness(problem: CompiledProblem, data: ProblemData, d: FloatArray,
-                  w: FloatArray | None = None) -> SolverError | None:
+                  w: FloatArray | None = None, mags: Magnitudes | None = None
+                  ) -> SolverError | None:
     """The error for a verified direction of unboundedness, or None.
 
     ``d`` is a direction of the variables, ``w`` (optional) weighs the
@@ -154,17 +172,13 @@ def unboundedness(problem: CompiledProblem, data: ProblemData, d: FloatArray,
     is checked entry by entry against the magnitudes of its terms, after the
     entries that carry a negligible share are set to zero.
     """
-    P = problem.P_matrix(data)
-    M = problem.M_matrix(data)
-    P_abs, M_abs = abs(P), abs(M)
+    mags = mags or Magnitudes(problem, data)
+    P, M, P_abs, M_abs = mags.P, mags.M, mags.P_abs, mags.M_abs
     q, c, m_eq = data.q, data.c, problem.m_eq
-    size = (np.asarray(P_abs.max(axis=0).toarray()).ravel()
-            + np.asarray(M_abs.max(axis=0).toarray()).ravel() + np.abs(q))
-    d = _clean(d, size)
+    d = _clean(d, mags.column_size)
     w_eq = np.zeros(problem.layout.rows)
     if w is not None and m_eq:
-        w_eq[:m_eq] = _clean(w[:m_eq], np.asarray(M_abs[:m_eq].max(axis=1).toarray()).ravel()
-                             + np.abs(c[:m_eq]))
+        w_eq[:m_eq] = _clean(w[:m_eq], mags.row_size[:m_eq])
     ad, aw = np.abs(d), np.abs(w_eq)
     Md, M_mag = np.asarray(M @ d), np.asarray(M_abs @ ad)
     slope = float(q @ d) - float(c @ w_eq)
