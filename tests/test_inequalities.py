@@ -1127,6 +1127,28 @@ def test_clarabel_certifies_where_osqps_certificate_fails(seed: int) -> None:
     assert model.solve(**box).status == "optimal"
 
 
+@pytest.mark.parametrize("seed", [15, 45])
+def test_a_degenerate_vertex_solved_again_gives_the_same_point(seed: int) -> None:
+    """LPs whose optimal vertex has 45 (48) weakly active or dependent rows:
+    solved, then solved again with the same values. The second solve raised
+    "no active set could be verified": the warm starts from the first point
+    and OSQP warm-started from it did not find independent rows again. The
+    same data now give the same point (and a third solve too)."""
+    objective, cons, values = _lp(seed)
+    model = dm.Model(objective, cons)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dm.DegenerateWarning)
+        first = model.solve(**values)
+        assert int(first.degenerate["g"].sum()) >= 40
+        for _ in range(2):
+            again = model.solve(**values)
+            np.testing.assert_array_equal(again.primal["x"], first.primal["x"])
+            for name in first.dual:
+                np.testing.assert_array_equal(again.dual[name], first.dual[name])
+        moved = model.solve(**{**values, "q": values["q"] * 1.001})  # and other data solve
+    assert moved.status == "optimal"
+
+
 def test_a_nearly_linear_objective_is_solved_from_a_rough_osqp_point(skip_peer_failure) -> None:
     """An LP with a 1e-6 ridge (n = 200, box and equality rows): the steps
     from the empty set do not settle, and OSQP, asked for 1e-9, stopped at

@@ -90,6 +90,14 @@ class _State(NamedTuple):
     x: FloatArray
     y: FloatArray
     degenerate: bool
+    raw: RawSolution  # the point itself, and the data it solved:
+    rhs: FloatArray
+    k_values: FloatArray
+
+    def solved(self, data: ProblemData, k_values: FloatArray) -> bool:
+        """Whether these are the data this point solved (the same numbers)."""
+        return (np.array_equal(self.k_values, k_values)
+                and np.array_equal(self.rhs, data.rhs))
 
 
 class _Check(NamedTuple):
@@ -257,21 +265,28 @@ class ActiveSetBackend:
             raw = self._polish(data, k_values, start if guess is None else guess,
                                WARM_ACTIVE_SET_STEPS, 0)
             if raw is not None:
-                self._remember(raw)
+                self._remember(raw, data, k_values)
                 return raw
         last = self._last
+        if start is None and last is not None and last.degenerate and last.solved(data,
+                                                                                 k_values):
+            # The same data again: the same point. (Repeating the search would
+            # be wasted, and at a degenerate vertex, whose binding rows depend
+            # on each other in many ways, need not end where it did.)
+            self.reuses += 1
+            return last.raw
         if self.name == "kkt" and last is not None and self._warm.worth_trying():
             raw = self._warm_start(data, k_values, last)
             self._warm.record(raw is not None)
             if raw is not None:
                 self.reuses += 1
-                self._remember(raw)
+                self._remember(raw, data, k_values)
                 return raw
         if self.name == "kkt" and self._cold.worth_trying():
             raw = self._from_empty(data, k_values)
             self._cold.record(raw is not None)
             if raw is not None:
-                self._remember(raw)
+                self._remember(raw, data, k_values)
                 return raw
         warm = None if last is None else (last.x, last.y)
         interior_tried = False
@@ -281,7 +296,7 @@ class ActiveSetBackend:
             interior_tried = True
             raw = self._from_interior(data, k_values, 0)
             if raw is not None:
-                self._remember(raw)
+                self._remember(raw, data, k_values)
                 return raw
         if self.name == "kkt":
             # A rough OSQP solve first: its point usually shows the active set.
@@ -290,7 +305,7 @@ class ActiveSetBackend:
                 raw = self._polish(data, k_values, self._guess(data, rough.x, rough.y),
                                    _COLD_STEPS, rough.iterations)
                 if raw is not None:
-                    self._remember(raw)
+                    self._remember(raw, data, k_values)
                     return raw
                 warm = (rough.x, rough.y)
             if rough.status == STATUS_ERROR:
@@ -300,7 +315,7 @@ class ActiveSetBackend:
                 interior_tried = True
                 raw = self._from_interior(data, k_values, rough.iterations)
                 if raw is not None:
-                    self._remember(raw)
+                    self._remember(raw, data, k_values)
                     return raw
         result = self.runner.run(data, warm=warm)
         doubt = None  # OSQP's certificate, where it does not hold on the data
@@ -328,7 +343,7 @@ class ActiveSetBackend:
                 "OSQP's and Clarabel's solutions did not settle on a point that is feasible "
                 "with nonnegative multipliers to working accuracy; the problem may be too "
                 "ill-conditioned", STATUS_INACCURATE)
-        self._remember(raw)
+        self._remember(raw, data, k_values)
         return raw
 
     def _from_interior(self, data: ProblemData, k_values: FloatArray, iterations: int
@@ -411,18 +426,19 @@ class ActiveSetBackend:
                 return self._polish(data, k_values, found, WARM_ACTIVE_SET_STEPS, 0)
         return None
 
-    def _remember(self, raw: RawSolution) -> None:
+    def _remember(self, raw: RawSolution, data: ProblemData, k_values: FloatArray) -> None:
         last = self._last
         if last is not None and raw.rows is last.rows:  # the same active set, re-verified
-            self._last = _State(last.active, last.out_set, last.rows, last.gather, raw.x,
-                                raw.y, last.degenerate)
+            self._last = last._replace(x=raw.x, y=raw.y, raw=raw, rhs=data.rhs,
+                                       k_values=k_values)
             return
         n = self.problem.n
         out_set = np.ones(self.problem.m_ineq, dtype=bool)
         out_set[raw.active] = False
         self._last = _State(raw.active, out_set, raw.rows,
                             np.concatenate([np.arange(n), n + raw.rows]), raw.x, raw.y,
-                            bool(raw.weak.shape[0] or raw.dependent.shape[0]))
+                            bool(raw.weak.shape[0] or raw.dependent.shape[0]), raw,
+                            data.rhs, k_values)
 
     def _reverify(self, data: ProblemData, k_values: FloatArray, last: _State
                   ) -> RawSolution | None:
