@@ -40,7 +40,7 @@ from .compiled import CompiledProblem, LinearMap
 from .errors import DerivativeError
 from .linalg import Factorization, KKTPattern
 from .point import Point
-from .solvers.active_set import dependent_row, loose_row
+from .solvers.dependence import dependent_row, loose_row
 from .tolerances import BACKWARD_TOL
 
 __all__ = ["tangent", "adjoint", "adjoint_multipliers", "adjoint_block", "block_multipliers",
@@ -224,7 +224,7 @@ def _one_sided(point: Point, gx: FloatArray, gr: FloatArray, call: str
     when its slack derivative is negative. Binding rows that depend linearly
     on others (whose multipliers can be shared in many ways) leave when the
     linearized rows are inconsistent along dθ: the row that cannot stay
-    binding goes (see :func:`~diffmodel.solvers.active_set.loose_row`).
+    binding goes (see :func:`~diffmodel.solvers.dependence.loose_row`).
     """
     problem, m_eq = point.problem, point.problem.m_eq
     M = point_matrix(point)

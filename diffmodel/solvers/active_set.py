@@ -72,12 +72,13 @@ from .base import (
     objective,
 )
 from .cache import KKTCache
+from .dependence import dependent_row, loose_row, nonnegative_basis, share_multipliers
 from .direct import factor
 from .ipm import ClarabelRunner
 from .osqp import OSQPRunner
 from .verify import accept, certificate, infeasibility, unboundedness
 
-__all__ = ["ActiveSetBackend", "dependent_row", "loose_row"]
+__all__ = ["ActiveSetBackend"]
 
 
 class _State(NamedTuple):
@@ -288,6 +289,15 @@ class ActiveSetBackend:
             if raw is not None:
                 self._remember(raw, data, k_values)
                 return raw
+        raw = self._from_solvers(data, k_values, last)
+        self._remember(raw, data, k_values)
+        return raw
+
+    def _from_solvers(self, data: ProblemData, k_values: FloatArray, last: _State | None
+                      ) -> RawSolution:
+        """The active set suggested by OSQP's point (rough, then tight) or
+        Clarabel's, polished and verified; raises as :meth:`solve` does when
+        none is verified."""
         warm = None if last is None else (last.x, last.y)
         interior_tried = False
         if self.name == "kkt" and not np.any(data.P_data):
@@ -296,7 +306,6 @@ class ActiveSetBackend:
             interior_tried = True
             raw = self._from_interior(data, k_values, 0)
             if raw is not None:
-                self._remember(raw, data, k_values)
                 return raw
         if self.name == "kkt":
             # A rough OSQP solve first: its point usually shows the active set.
@@ -305,7 +314,6 @@ class ActiveSetBackend:
                 raw = self._polish(data, k_values, self._guess(data, rough.x, rough.y),
                                    _COLD_STEPS, rough.iterations)
                 if raw is not None:
-                    self._remember(raw, data, k_values)
                     return raw
                 warm = (rough.x, rough.y)
             if rough.status == STATUS_ERROR:
@@ -315,7 +323,6 @@ class ActiveSetBackend:
                 interior_tried = True
                 raw = self._from_interior(data, k_values, rough.iterations)
                 if raw is not None:
-                    self._remember(raw, data, k_values)
                     return raw
         result = self.runner.run(data, warm=warm)
         doubt = None  # OSQP's certificate, where it does not hold on the data
@@ -343,7 +350,6 @@ class ActiveSetBackend:
                 "OSQP's and Clarabel's solutions did not settle on a point that is feasible "
                 "with nonnegative multipliers to working accuracy; the problem may be too "
                 "ill-conditioned", STATUS_INACCURATE)
-        self._remember(raw, data, k_values)
         return raw
 
     def _from_interior(self, data: ProblemData, k_values: FloatArray, iterations: int
@@ -605,7 +611,7 @@ class ActiveSetBackend:
             z, omega, _, estimate = fact.solve(rhs)
             if fact.singular:
                 if omega <= BACKWARD_TOL:  # dependent but consistent: share multipliers
-                    drop = _nonnegative_basis(problem, data, fact, kept, z)
+                    drop = nonnegative_basis(problem, data, fact, kept, z)
                     if drop is None:
                         drop = dependent_row(fact, kept, m_eq, z[n:])
                     if drop.shape[0]:
@@ -676,7 +682,7 @@ class ActiveSetBackend:
             weak &= ~dependent
         dropped = np.flatnonzero(dependent)
         if dropped.shape[0]:
-            y = _share_multipliers(problem, data, y, kept, dropped)
+            y = share_multipliers(problem, data, y, kept, dropped)
         x = z[:n].copy()
         x.flags.writeable = False
         y.flags.writeable = False
@@ -701,131 +707,3 @@ class ActiveSetBackend:
             "OSQP reports the problem unbounded, but its certificate does not hold on the "
             "data to working accuracy: the problem is nearly unbounded or too "
             "ill-conditioned to decide", STATUS_INACCURATE)
-
-
-def loose_row(fact: Factorization, kept: IntArray, m_eq: int, c_rows: FloatArray
-               ) -> IntArray:
-    """An inequality row that cannot bind when the binding rows are dependent but
-    their right-hand sides are not.
-
-    A null vector w of the constraint rows (Σ wᵢ Mᵢ = 0) and the slacks
-    sᵢ = cᵢ − Mᵢ x ≥ 0 of any feasible x satisfy Σ wᵢ sᵢ = wᵀc: with w
-    signed so that wᵀc > 0, some row with wᵢ > 0 has sᵢ > 0. The inequality
-    row of largest such weight leaves the active set.
-    """
-    n = fact.n
-    for e in fact.null_vectors().T:
-        w = e[n:]
-        if float(np.max(np.abs(w), initial=0.0)) <= 1e-3 * float(np.abs(e).max()):
-            continue
-        if float(w @ c_rows) < 0:
-            w = -w
-        ineq = w[m_eq:]
-        if ineq.shape[0] and float(ineq.max()) > 0:
-            return kept[[int(np.argmax(ineq))]]
-    return np.zeros(0, dtype=np.int64)
-
-
-def dependent_row(fact: Factorization, kept: IntArray, m_eq: int,
-                  lam: FloatArray | None = None) -> IntArray:
-    """Active inequality rows to leave out of a singular KKT system.
-
-    A null vector (d, w) of K with w supported on constraint rows (d ≈ 0) is
-    a linear dependence among them: with multipliers λ of the rows (those of
-    the singular solve, if given), every λ + t·w satisfies stationarity too.
-    A ratio test picks t so that the inequality multipliers stay nonnegative
-    and one of them reaches zero: that row leaves. (At a degenerate vertex,
-    dropping another of the dependent rows can leave a negative multiplier,
-    and the steps would then release a row that binds.) Without λ, or if no
-    t keeps them nonnegative, the row carrying the largest weight leaves.
-    """
-    n = fact.n
-    for e in fact.null_vectors().T:
-        size = float(np.abs(e).max())
-        w = e[n + m_eq:]
-        if not (w.shape[0] and float(np.abs(w).max()) > 1e-3 * size):
-            continue
-        if lam is not None and float(np.abs(e[:n]).max(initial=0.0)) <= 1e-6 * size:
-            chosen = _ratio_test(lam[m_eq:], w)
-            if chosen is not None:
-                return kept[[chosen]]
-        return kept[[int(np.argmax(np.abs(w)))]]
-    return np.zeros(0, dtype=np.int64)
-
-
-def _nonnegative_basis(problem: CompiledProblem, data: ProblemData, fact: Factorization,
-                       kept: IntArray, z: FloatArray) -> IntArray | None:
-    """Rows of the set to leave out so that the others carry nonnegative
-    multipliers, where the binding rows depend on each other.
-
-    K is singular through the rows alone (its null vectors have no x part,
-    so x is unique) and the solve is consistent: the multipliers y of the
-    singular solve give the stationarity residual Mᵀy they must match. The
-    multipliers with ν free and λ ≥ 0 that match it are found by nonnegative
-    least squares (Lawson and Hanson), whose solution rests on linearly
-    independent rows; the rows with λ = 0 leave, all at once (at a
-    degenerate vertex with several dependences, leaving one row at a time
-    can end on a set with a negative multiplier). None where x is not
-    unique, no nonnegative multipliers match, no row would leave, or NNLS
-    does not finish.
-    """
-    from scipy.optimize import nnls
-
-    n, m_eq = problem.n, problem.m_eq
-    null = fact.null_vectors()
-    if not null.shape[1] or float(np.abs(null[:n]).max()) > 1e-6 * float(np.abs(null).max()):
-        return None
-    rows = np.concatenate([np.arange(m_eq), m_eq + kept])
-    M = problem.M_matrix(data)[rows].toarray()
-    target = M.T @ z[n:]
-    E = M[:m_eq].T
-    basis = np.hstack([E, -E, M[m_eq:].T])
-    try:  # (SciPy's default of 3 iterations per column can fall short on LPs)
-        weights, residual = nnls(basis, target, maxiter=30 * max(basis.shape[1], 1))
-    except RuntimeError:  # still short: no verdict, the null vector decides
-        return None
-    if not residual <= 1e-9 * (float(np.linalg.norm(target)) or 1.0):
-        return None
-    drop = kept[weights[2 * m_eq:] <= 0.0]
-    return drop if drop.shape[0] else None
-
-
-def _ratio_test(lam: FloatArray, w: FloatArray) -> int | None:
-    """The row to leave along λ + t·w: at the low end of the interval of t
-    where every multiplier stays nonnegative (or its high end, if it has no
-    low end), the one that reaches zero. None if the interval is empty or
-    the whole line."""
-    big = 1e-3 * float(np.abs(w).max())
-    pos, neg = np.flatnonzero(w > big), np.flatnonzero(w < -big)
-    low = -lam[pos] / w[pos]  # t ≥ each of these
-    high = -lam[neg] / w[neg]  # t ≤ each of these
-    lo = float(low.max(initial=-np.inf))
-    hi = float(high.min(initial=np.inf))
-    if not lo <= hi:
-        return None
-    if np.isfinite(lo):
-        return int(pos[np.argmax(low)])
-    return int(neg[np.argmin(high)]) if np.isfinite(hi) else None
-
-
-def _share_multipliers(problem: CompiledProblem, data: ProblemData, y: FloatArray,
-                       kept: IntArray, dependent: IntArray) -> FloatArray:
-    """Split the multipliers of dependent rows with those they depend on, minimum-norm.
-
-    The multipliers λ of the binding rows are determined only up to the null
-    space of their matrix's transpose; among the choices with the same
-    Gᵀλ, the one of least norm (equal shares for duplicated rows) is the one
-    interior-point solvers approach.
-    """
-    m_eq = problem.m_eq
-    M = sp.csr_matrix((data.M_data, problem.M.indices, problem.M.indptr),
-                      shape=problem.M.shape)
-    rows = np.concatenate([m_eq + kept, m_eq + dependent])
-    G = M[rows].toarray()
-    lam = y[rows]
-    # Minimum-norm λ' with Gᵀλ' = Gᵀλ: λ' = pinv(Gᵀ) Gᵀ λ (the projection on range(G)).
-    shared = np.linalg.lstsq(G.T, G.T @ lam, rcond=None)[0]
-    if np.all(shared >= -1e-12 * max(float(np.abs(lam).max()), 1e-300)):
-        y = y.copy()
-        y[rows] = np.maximum(shared, 0.0)
-    return y
