@@ -120,6 +120,9 @@ _GUESS_TOL = 1e-6
 #: may be what keeps K nonsingular, and an interior point leaves their slacks
 #: and multipliers both near 1e-6 (the steps then drop any row in excess).
 _LOOSE_GUESS_TOL = 1e-4
+#: The crossover (:meth:`ActiveSetBackend._basis`) works on dense arrays of
+#: the equality and binding rows: at most this many entries.
+_CROSSOVER_MAX = 4_000_000
 #: After this many failed starts of one kind in a row (each costs
 #: factorizations), that start is tried only once every _PROBE solves.
 _MISSES = 3
@@ -359,7 +362,8 @@ class ActiveSetBackend:
         data (None if not).
 
         Its point suggests the active set read with :data:`_GUESS_TOL`, then,
-        if that set is not verified, with :data:`_LOOSE_GUESS_TOL`.
+        if that set is not verified, with :data:`_LOOSE_GUESS_TOL`, then
+        independent binding rows picked from it (:meth:`_basis`).
         """
         answer = self.interior.run(data)
         if answer is None:
@@ -375,6 +379,7 @@ class ActiveSetBackend:
                    for tol in (_GUESS_TOL, _LOOSE_GUESS_TOL)]
         if np.array_equal(guesses[0], guesses[1]):
             guesses.pop()
+        guesses.append(self._basis(data, answer.x, answer.z))
         for guess in guesses:
             raw = self._polish(data, k_values, guess, MAX_ACTIVE_SET_STEPS, iterations)
             if raw is not None:
@@ -489,6 +494,45 @@ class ActiveSetBackend:
         lam = y[m_eq:]
         big = float(np.max(np.abs(y), initial=0.0)) or 1.0
         return np.flatnonzero((lam > tol * big) | (slack <= tol * scale))
+
+    def _basis(self, data: ProblemData, x: FloatArray, y: FloatArray) -> IntArray:
+        """Linearly independent binding rows of a point that carry nonnegative
+        multipliers: where more rows bind than K can hold (a degenerate
+        vertex), a set the steps can start from without dependent rows (the
+        crossover of an interior point to a basis).
+
+        With the equality rows' span projected out (their multipliers are
+        free), nonnegative least squares matches the stationarity residual
+        −(P x + q) with the binding rows; its solution rests on linearly
+        independent rows. Binding rows with no multiplier are then added,
+        chosen by QR with column pivoting, until the rows fix x.
+        """
+        from scipy.linalg import qr
+        from scipy.optimize import nnls
+
+        problem, m_eq = self.problem, self.problem.m_eq
+        slack, size = self._slack(data, x)
+        binding = np.flatnonzero(slack <= _LOOSE_GUESS_TOL * size)
+        if not binding.shape[0] or problem.n * (m_eq + binding.shape[0]) > _CROSSOVER_MAX:
+            return binding  # (none, or too many for dense factorizations)
+        G, _ = self._g(data)
+        rows = G[binding] if isinstance(G, np.ndarray) else G[binding].toarray()
+        rows = rows / np.maximum(np.linalg.norm(rows, axis=1), 1e-300)[:, None]
+        target = -(problem.P_matrix(data) @ x + data.q)
+        if m_eq:
+            Q, _ = np.linalg.qr(problem.M_matrix(data)[:m_eq].toarray().T)
+            rows = rows - (rows @ Q) @ Q.T  # (the equality rows' span projected out)
+            target = target - Q @ (Q.T @ target)
+        try:
+            weights, _ = nnls(rows.T, target, maxiter=30 * max(rows.shape[0], 1))
+        except RuntimeError:
+            return binding
+        # Fill the rank: rows with a multiplier first (weight 1), the others after.
+        _, R, order = qr((rows * np.where(weights > 0, 1.0, 1e-3)[:, None]).T,
+                         mode="economic", pivoting=True)
+        diag = np.abs(np.diag(R))
+        rank = int(np.count_nonzero(diag > 1e-10 * float(np.max(diag, initial=0.0))))
+        return np.sort(binding[order[:rank]])
 
     def _slack(self, data: ProblemData, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """h − G x for every inequality row, and the magnitude |G||x| + |h| of its terms."""
