@@ -45,12 +45,10 @@ from OSQP's certificates, verified on the data.
 from __future__ import annotations
 
 import functools
-import threading
 from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
 from .._typing import BoolArray, FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
@@ -72,10 +70,17 @@ from .base import (
     objective,
 )
 from .cache import KKTCache
-from .dependence import dependent_row, loose_row, nonnegative_basis, share_multipliers
+from .dependence import (
+    crossover,
+    dependent_row,
+    loose_row,
+    nonnegative_basis,
+    share_multipliers,
+)
 from .direct import factor
 from .ipm import ClarabelRunner
 from .osqp import OSQPRunner
+from .search import Schur, search
 from .verify import accept, certificate, infeasibility, unboundedness
 
 __all__ = ["ActiveSetBackend"]
@@ -120,9 +125,6 @@ _GUESS_TOL = 1e-6
 #: may be what keeps K nonsingular, and an interior point leaves their slacks
 #: and multipliers both near 1e-6 (the steps then drop any row in excess).
 _LOOSE_GUESS_TOL = 1e-4
-#: The crossover (:meth:`ActiveSetBackend._basis`) works on dense arrays of
-#: the equality and binding rows: at most this many entries.
-_CROSSOVER_MAX = 4_000_000
 #: After this many failed starts of one kind in a row (each costs
 #: factorizations), that start is tried only once every _PROBE solves.
 _MISSES = 3
@@ -135,45 +137,6 @@ _COLD_STEPS = 8
 #: row costs a sparse solve, once per value of K₀ and G).
 _SEARCH_MAX_ROWS = 2000
 _SEARCH_SPARSE_ROWS = 64
-
-
-class _Schur:
-    """K₀⁻¹ applied to inequality rows, for the search on the Schur complement.
-
-    Columns of W = (K₀⁻¹ [Gᵀ; 0])ₓ and of C = G W are formed when a row first
-    enters a set (one kernel solve for the rows entering together), and kept
-    for later sets and solves with the same K₀ and G. Filled under a lock;
-    a column is read only once its flag is set, after it is written.
-    """
-
-    def __init__(self, fact: Factorization, M_data: FloatArray,
-                 G: FloatArray | sp.csr_matrix, G_abs: FloatArray | sp.csr_matrix,
-                 m_eq: int) -> None:
-        self.fact, self.M_data, self.G, self.G_abs = fact, M_data, G, G_abs
-        m, n = G.shape
-        self._G_dense = G.toarray() if sp.issparse(G) else G
-        self.G_norm = np.max(np.abs(self._G_dense), axis=1, initial=0.0)
-        self.W = np.empty((n, m))
-        self.C = np.empty((m, m))
-        self._have = np.zeros(m, dtype=bool)
-        self._rows = n + m_eq
-        self._lock = threading.Lock()
-
-    def columns(self, idx: IntArray) -> None:
-        """Make sure the columns ``idx`` of W and C are formed."""
-        if self._have[idx].all():
-            return
-        with self._lock:
-            missing = idx[~self._have[idx]]
-            if not missing.shape[0]:
-                return
-            n = self.W.shape[0]
-            rhs = np.zeros((self._rows, missing.shape[0]))
-            rhs[:n] = self._G_dense[missing].T
-            W = self.fact.approximate(rhs)[:n]
-            self.W[:, missing] = W
-            self.C[:, missing] = np.asarray(self.G @ W)
-            self._have[missing] = True
 
 
 class _Backoff:
@@ -227,7 +190,7 @@ class ActiveSetBackend:
         self._g_indices = M.indices[self._g_start:]
         self._g_cache: tuple[FloatArray, FloatArray | sp.csr_matrix,
                              FloatArray | sp.csr_matrix] | None = None
-        self._schur_cache: _Schur | None = None
+        self._schur_cache: Schur | None = None
         self._eq_rows = np.arange(m_eq, dtype=np.int64)
         # The last verified point. Replaced whole, never mutated: a read by
         # another thread sees one consistent state.
@@ -363,7 +326,7 @@ class ActiveSetBackend:
 
         Its point suggests the active set read with :data:`_GUESS_TOL`, then,
         if that set is not verified, with :data:`_LOOSE_GUESS_TOL`, then
-        independent binding rows picked from it (:meth:`_basis`).
+        independent binding rows picked from it (:func:`~.dependence.crossover`).
         """
         answer = self.interior.run(data)
         if answer is None:
@@ -379,7 +342,9 @@ class ActiveSetBackend:
                    for tol in (_GUESS_TOL, _LOOSE_GUESS_TOL)]
         if np.array_equal(guesses[0], guesses[1]):
             guesses.pop()
-        guesses.append(self._basis(data, answer.x, answer.z))
+        slack, size = self._slack(data, answer.x)
+        binding = np.flatnonzero(slack <= _LOOSE_GUESS_TOL * size)
+        guesses.append(crossover(self.problem, data, self._g(data)[0], binding, answer.x))
         for guess in guesses:
             raw = self._polish(data, k_values, guess, MAX_ACTIVE_SET_STEPS, iterations)
             if raw is not None:
@@ -495,45 +460,6 @@ class ActiveSetBackend:
         big = float(np.max(np.abs(y), initial=0.0)) or 1.0
         return np.flatnonzero((lam > tol * big) | (slack <= tol * scale))
 
-    def _basis(self, data: ProblemData, x: FloatArray, y: FloatArray) -> IntArray:
-        """Linearly independent binding rows of a point that carry nonnegative
-        multipliers: where more rows bind than K can hold (a degenerate
-        vertex), a set the steps can start from without dependent rows (the
-        crossover of an interior point to a basis).
-
-        With the equality rows' span projected out (their multipliers are
-        free), nonnegative least squares matches the stationarity residual
-        −(P x + q) with the binding rows; its solution rests on linearly
-        independent rows. Binding rows with no multiplier are then added,
-        chosen by QR with column pivoting, until the rows fix x.
-        """
-        from scipy.linalg import qr
-        from scipy.optimize import nnls
-
-        problem, m_eq = self.problem, self.problem.m_eq
-        slack, size = self._slack(data, x)
-        binding = np.flatnonzero(slack <= _LOOSE_GUESS_TOL * size)
-        if not binding.shape[0] or problem.n * (m_eq + binding.shape[0]) > _CROSSOVER_MAX:
-            return binding  # (none, or too many for dense factorizations)
-        G, _ = self._g(data)
-        rows = G[binding] if isinstance(G, np.ndarray) else G[binding].toarray()
-        rows = rows / np.maximum(np.linalg.norm(rows, axis=1), 1e-300)[:, None]
-        target = -(problem.P_matrix(data) @ x + data.q)
-        if m_eq:
-            Q, _ = np.linalg.qr(problem.M_matrix(data)[:m_eq].toarray().T)
-            rows = rows - (rows @ Q) @ Q.T  # (the equality rows' span projected out)
-            target = target - Q @ (Q.T @ target)
-        try:
-            weights, _ = nnls(rows.T, target, maxiter=30 * max(rows.shape[0], 1))
-        except RuntimeError:
-            return binding
-        # Fill the rank: rows with a multiplier first (weight 1), the others after.
-        _, R, order = qr((rows * np.where(weights > 0, 1.0, 1e-3)[:, None]).T,
-                         mode="economic", pivoting=True)
-        diag = np.abs(np.diag(R))
-        rank = int(np.count_nonzero(diag > 1e-10 * float(np.max(diag, initial=0.0))))
-        return np.sort(binding[order[:rank]])
-
     def _slack(self, data: ProblemData, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """h − G x for every inequality row, and the magnitude |G||x| + |h| of its terms."""
         problem = self.problem
@@ -572,48 +498,12 @@ class ActiveSetBackend:
         factorization of K. The guess is unverified; :meth:`_polish` factors
         K over it and proves it (or corrects it) as for any start.
         """
-        n, m_eq, m = self.problem.n, self.problem.m_eq, self.problem.m_ineq
         if not self._searchable:
             return None
         fact0 = factor(self.cache, data, k_values, self._eq_rows)
         if fact0.singular:
             return None
-        schur = self._schur(data, fact0)
-        h = data.rhs[n + m_eq:]
-        u = fact0.approximate(data.rhs[: n + m_eq])[:n]
-        s0 = h - schur.G @ u
-        q_size = float(np.max(np.abs(data.rhs[:n]), initial=0.0))
-        in_set = np.zeros(m, dtype=bool)
-        in_set[active] = True
-        seen: set[bytes] = set()
-        for _ in range(steps):
-            key = in_set.tobytes()
-            if key in seen:  # cycling
-                return None
-            seen.add(key)
-            idx = np.flatnonzero(in_set)
-            x, slack, lam = u, s0, np.zeros(0)
-            if idx.shape[0]:
-                schur.columns(idx)
-                C_idx = schur.C[:, idx]
-                # C_𝒜𝒜 is positive semidefinite (a projection of K₀⁻¹ onto rows
-                # of G); singular when the rows depend: the polish sorts them out.
-                _, lam, info = lapack.dposv(C_idx[idx], -s0[idx])
-                if info != 0 or not np.all(np.isfinite(lam)):
-                    return idx
-                x = u - schur.W[:, idx] @ lam
-                slack = s0 + C_idx @ lam
-            size = schur.G_abs @ np.abs(x) + np.abs(h)
-            violated = ~in_set & (slack < -ACTIVE_TOL * size)
-            # Multipliers are compared in the units of the gradient: λᵢ‖Gᵢ‖.
-            force = lam * schur.G_norm[idx]
-            scale = max(float(np.max(np.abs(force), initial=0.0)), q_size)
-            negative = idx[force < -ACTIVE_TOL * scale]
-            if not violated.any() and negative.shape[0] == 0:
-                return idx
-            in_set[negative] = False
-            in_set |= violated
-        return None
+        return search(self._schur(data, fact0), fact0, data, active, steps)
 
     @functools.cached_property
     def _searchable(self) -> bool:
@@ -624,12 +514,12 @@ class ActiveSetBackend:
         return m <= _SEARCH_MAX_ROWS and (m <= _SEARCH_SPARSE_ROWS
                                           or self.cache.dense(self._eq_rows))
 
-    def _schur(self, data: ProblemData, fact0: Factorization) -> _Schur:
+    def _schur(self, data: ProblemData, fact0: Factorization) -> Schur:
         """The columns of W and C formed so far for K₀ and these data."""
         cached = self._schur_cache  # (an atomic read; replaced whole)
         if cached is None or cached.fact is not fact0 or cached.M_data is not data.M_data:
             G, G_abs = self._g(data)
-            cached = self._schur_cache = _Schur(fact0, data.M_data, G, G_abs,
+            cached = self._schur_cache = Schur(fact0, data.M_data, G, G_abs,
                                                 self.problem.m_eq)
         return cached
 

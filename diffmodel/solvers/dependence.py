@@ -7,7 +7,8 @@ KKT system (:func:`dependent_row`, :func:`nonnegative_basis`) or let a row
 that cannot bind leave the set (:func:`loose_row`), and the verified point
 spreads the multipliers over every binding row in the minimum-norm way
 (:func:`share_multipliers`). Reverse and forward mode use the same choices
-(:mod:`diffmodel.diff`).
+(:mod:`diffmodel.diff`). Where an interior point is all there is,
+:func:`crossover` picks independent binding rows from it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,54 @@ from .._typing import FloatArray, IntArray
 from ..compiled import CompiledProblem, ProblemData
 from ..linalg import Factorization
 
-__all__ = ["dependent_row", "loose_row", "nonnegative_basis", "share_multipliers"]
+__all__ = ["CROSSOVER_MAX", "crossover", "dependent_row", "loose_row", "nonnegative_basis",
+           "share_multipliers"]
+
+
+#: The crossover works on dense arrays of the equality and binding rows: at
+#: most this many entries.
+CROSSOVER_MAX = 4_000_000
+
+
+def crossover(problem: CompiledProblem, data: ProblemData, G: FloatArray | sp.csr_matrix,
+              binding: IntArray, x: FloatArray) -> IntArray:
+    """Linearly independent rows among the ``binding`` inequality rows of a
+    point x that carry nonnegative multipliers: where more rows bind than K
+    can hold (a degenerate vertex), a set the active-set steps can start
+    from without dependent rows (the crossover of an interior point to a
+    basis).
+
+    With the equality rows' span projected out (their multipliers are
+    free), nonnegative least squares matches the stationarity residual
+    −(P x + q) with the binding rows; its solution rests on linearly
+    independent rows. Binding rows with no multiplier are then added,
+    chosen by QR with column pivoting, until the rows fix x. All of
+    ``binding`` where they are too many for dense arrays
+    (:data:`CROSSOVER_MAX`) or NNLS does not finish.
+    """
+    from scipy.linalg import qr
+    from scipy.optimize import nnls
+
+    m_eq = problem.m_eq
+    if not binding.shape[0] or problem.n * (m_eq + binding.shape[0]) > CROSSOVER_MAX:
+        return binding
+    rows = G[binding] if isinstance(G, np.ndarray) else G[binding].toarray()
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=1), 1e-300)[:, None]
+    target = -(problem.P_matrix(data) @ x + data.q)
+    if m_eq:
+        Q, _ = np.linalg.qr(problem.M_matrix(data)[:m_eq].toarray().T)
+        rows = rows - (rows @ Q) @ Q.T  # (the equality rows' span projected out)
+        target = target - Q @ (Q.T @ target)
+    try:
+        weights, _ = nnls(rows.T, target, maxiter=30 * max(rows.shape[0], 1))
+    except RuntimeError:
+        return binding
+    # Fill the rank: rows with a multiplier first (weight 1), the others after.
+    _, R, order = qr((rows * np.where(weights > 0, 1.0, 1e-3)[:, None]).T,
+                     mode="economic", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = int(np.count_nonzero(diag > 1e-10 * float(np.max(diag, initial=0.0))))
+    return np.sort(binding[order[:rank]])
 
 
 def loose_row(fact: Factorization, kept: IntArray, m_eq: int, c_rows: FloatArray
