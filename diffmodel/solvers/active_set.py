@@ -405,8 +405,8 @@ class ActiveSetBackend:
     def _remember(self, raw: RawSolution, data: ProblemData, k_values: FloatArray) -> None:
         last = self._last
         if last is not None and raw.rows is last.rows:  # the same active set, re-verified
-            self._last = last._replace(x=raw.x, y=raw.y, raw=raw, rhs=data.rhs,
-                                       k_values=k_values)
+            self._last = _State(last.active, last.out_set, last.rows, last.gather, raw.x,
+                                raw.y, last.degenerate, raw, data.rhs, k_values)
             return
         n = self.problem.n
         out_set = np.ones(self.problem.m_ineq, dtype=bool)
