@@ -316,3 +316,32 @@ def test_a_dense_active_set_system_is_taken_from_one_dense_k_bit_for_bit() -> No
         rhs = rng.standard_normal(n + rows.shape[0])
         np.testing.assert_array_equal(a.solve(rhs).z, b.solve(rhs).z)
         assert a.inertia == b.inertia and a.cond == b.cond
+
+
+def test_held_bytes_counts_each_buffer_once_and_what_objects_hold_in_c() -> None:
+    """The memory accounting of kept points: an array and its views count
+    once; a sparse matrix counts its data, indices and pointers; attributes
+    are followed; an object's ``c_bytes()`` is added (QDLDL's factor); and a
+    sparse factorization's count covers at least its arrays and the nonzeros
+    of L (12 bytes each: value and row index)."""
+    from diffmodel.linalg import held_bytes
+
+    a = np.zeros(1000)
+    assert held_bytes(a, a[:10], a.reshape(10, 100).T) == 8000
+    S = sp.random(50, 50, density=0.1, format="csr", random_state=0)
+    assert held_bytes(S) == S.data.nbytes + S.indices.nbytes + S.indptr.nbytes
+
+    class Holder:
+        def __init__(self) -> None:
+            self.parts = (a, [np.ones(10)])
+
+        def c_bytes(self) -> int:
+            return 123
+
+    assert held_bytes(Holder(), a) == 8000 + 80 + 123
+    data = banded_qp(300)
+    model, _ = as_model(data, parameters=("q", "b"))
+    fact = model.solve()._point.raw.factorization
+    assert fact is not None and fact.kind == "ldl"
+    L = fact._ladder[-1].solver.factors()[0]
+    assert fact.nbytes >= 12 * L.nnz + fact._K.data.nbytes + fact.scale.nbytes
