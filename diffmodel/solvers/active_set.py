@@ -87,23 +87,36 @@ __all__ = ["ActiveSetBackend"]
 
 
 class _State(NamedTuple):
-    """The last verified point, for the next solve to start from."""
+    """The last verified point, for the next solve to start from, and the
+    data it solved."""
 
-    active: IntArray
+    raw: RawSolution
     out_set: BoolArray  # the inequality rows not in the set
-    rows: IntArray
     gather: IntArray  # indices of (−q, c) entering the KKT right-hand side
-    x: FloatArray
-    y: FloatArray
-    degenerate: bool
-    raw: RawSolution  # the point itself, and the data it solved:
+    degenerate: bool  # (weakly active or dependent rows: no lean re-verification)
     rhs: FloatArray
     k_values: FloatArray
+
+    @property
+    def active(self) -> IntArray:
+        return self.raw.active
+
+    @property
+    def rows(self) -> IntArray:
+        return self.raw.rows
 
     def solved(self, data: ProblemData, k_values: FloatArray) -> bool:
         """Whether these are the data this point solved (the same numbers)."""
         return (np.array_equal(self.k_values, k_values)
                 and np.array_equal(self.rhs, data.rhs))
+
+
+def _suggested(slack: FloatArray, size: FloatArray, lam: FloatArray, y: FloatArray,
+               tol: float) -> IntArray:
+    """The inequality rows a point suggests: a multiplier ``lam`` above ``tol``
+    of the largest of ``y``, or a slack below ``tol`` of its terms' ``size``."""
+    big = float(np.max(np.abs(y), initial=0.0)) or 1.0
+    return np.flatnonzero((lam > tol * big) | (slack <= tol * size))
 
 
 class _Check(NamedTuple):
@@ -181,7 +194,7 @@ class ActiveSetBackend:
     def __init__(self, problem: CompiledProblem, cache: KKTCache, name: str) -> None:
         self.problem, self.cache, self.name = problem, cache, name
         self.runner = OSQPRunner(problem)
-        self.interior = ClarabelRunner(problem)
+        self.interior = ClarabelRunner(problem, self.runner.matrices)
         self.reuses = 0
         # The pattern of G (the inequality rows of M, contiguous in its data).
         M, m_eq = problem.M, problem.m_eq
@@ -264,7 +277,7 @@ class ActiveSetBackend:
         """The active set suggested by OSQP's point (rough, then tight) or
         Clarabel's, polished and verified; raises as :meth:`solve` does when
         none is verified."""
-        warm = None if last is None else (last.x, last.y)
+        warm = None if last is None else (last.raw.x, last.raw.y)
         interior_tried = False
         if self.name == "kkt" and not np.any(data.P_data):
             # A linear program: ADMM converges slowly on LPs, an interior point
@@ -338,14 +351,16 @@ class ActiveSetBackend:
             if error is not None:
                 raise error
             return None
-        guesses = [self._guess(data, answer.x, answer.z, tol=tol)
-                   for tol in (_GUESS_TOL, _LOOSE_GUESS_TOL)]
-        if np.array_equal(guesses[0], guesses[1]):
-            guesses.pop()
         slack, size = self._slack(data, answer.x)
-        binding = np.flatnonzero(slack <= _LOOSE_GUESS_TOL * size)
-        guesses.append(crossover(self.problem, data, self._g(data)[0], binding, answer.x))
-        for guess in guesses:
+        tried: list[IntArray] = []
+        for tol in (_GUESS_TOL, _LOOSE_GUESS_TOL, None):  # (each only if the last fails)
+            guess = (_suggested(slack, size, answer.z[self.problem.m_eq:], answer.z, tol)
+                     if tol is not None else
+                     crossover(self.problem, data, self._g(data)[0],
+                               np.flatnonzero(slack <= _LOOSE_GUESS_TOL * size), answer.x))
+            if any(np.array_equal(guess, other) for other in tried):
+                continue
+            tried.append(guess)
             raw = self._polish(data, k_values, guess, MAX_ACTIVE_SET_STEPS, iterations)
             if raw is not None:
                 return raw
@@ -405,16 +420,15 @@ class ActiveSetBackend:
     def _remember(self, raw: RawSolution, data: ProblemData, k_values: FloatArray) -> None:
         last = self._last
         if last is not None and raw.rows is last.rows:  # the same active set, re-verified
-            self._last = _State(last.active, last.out_set, last.rows, last.gather, raw.x,
-                                raw.y, last.degenerate, raw, data.rhs, k_values)
-            return
-        n = self.problem.n
-        out_set = np.ones(self.problem.m_ineq, dtype=bool)
-        out_set[raw.active] = False
-        self._last = _State(raw.active, out_set, raw.rows,
-                            np.concatenate([np.arange(n), n + raw.rows]), raw.x, raw.y,
-                            bool(raw.weak.shape[0] or raw.dependent.shape[0]), raw,
-                            data.rhs, k_values)
+            out_set, gather = last.out_set, last.gather
+        else:
+            n = self.problem.n
+            out_set = np.ones(self.problem.m_ineq, dtype=bool)
+            out_set[raw.active] = False
+            gather = np.concatenate([np.arange(n), n + raw.rows])
+        self._last = _State(raw, out_set, gather,
+                            bool(raw.weak.shape[0] or raw.dependent.shape[0]), data.rhs,
+                            k_values)
 
     def _reverify(self, data: ProblemData, k_values: FloatArray, last: _State
                   ) -> RawSolution | None:
@@ -454,11 +468,8 @@ class ActiveSetBackend:
                tol: float = _GUESS_TOL) -> IntArray:
         """Rows with a clearly positive multiplier or a negligible slack in a point
         (OSQP's or Clarabel's), relative to ``tol``."""
-        m_eq = self.problem.m_eq
-        slack, scale = self._slack(data, x)
-        lam = y[m_eq:]
-        big = float(np.max(np.abs(y), initial=0.0)) or 1.0
-        return np.flatnonzero((lam > tol * big) | (slack <= tol * scale))
+        slack, size = self._slack(data, x)
+        return _suggested(slack, size, y[self.problem.m_eq:], y, tol)
 
     def _slack(self, data: ProblemData, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """h − G x for every inequality row, and the magnitude |G||x| + |h| of its terms."""

@@ -16,6 +16,7 @@ data: Clarabel's is checked the same way, or its point polished.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,8 +43,12 @@ class ClarabelRunner:
     satisfies P x + q + Mᵀ z = 0 with z ≥ 0 on the inequalities: the same
     convention as diffmodel's."""
 
-    def __init__(self, problem: CompiledProblem) -> None:
+    def __init__(self, problem: CompiledProblem,
+                 matrices: Callable[[ProblemData], tuple[sp.csc_matrix, sp.csc_matrix]]
+                 ) -> None:
         self.problem = problem
+        #: P's upper triangle and M by columns at some data (OSQPRunner.matrices).
+        self.matrices = matrices
         #: Clarabel solves run so far.
         self.count = 0
         self._lock = threading.Lock()
@@ -59,10 +64,7 @@ class ClarabelRunner:
         problem = self.problem
         with self._lock:
             self.count += 1
-        P = sp.csc_matrix((data.P_data, problem.P.indices, problem.P.indptr),
-                          shape=problem.P.shape)
-        M = sp.csr_matrix((data.M_data, problem.M.indices, problem.M.indptr),
-                          shape=problem.M.shape).tocsc()
+        P, M = self.matrices(data)
         cones: list[Any] = []
         if problem.m_eq:
             cones.append(clarabel.ZeroConeT(problem.m_eq))

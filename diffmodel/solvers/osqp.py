@@ -126,7 +126,9 @@ class OSQPRunner:
     def __reduce__(self) -> tuple[type[OSQPRunner], tuple[CompiledProblem]]:
         return (OSQPRunner, (self.problem,))  # OSQP workspaces do not pickle
 
-    def _matrices(self, data: ProblemData) -> tuple[sp.csc_matrix, sp.csc_matrix]:
+    def matrices(self, data: ProblemData) -> tuple[sp.csc_matrix, sp.csc_matrix]:
+        """P's upper triangle and M, both by columns, at these data (as OSQP and
+        Clarabel take them)."""
         P, n = self.problem.P, self.problem.n
         Pm = sp.csc_matrix((data.P_data, P.indices, P.indptr), shape=(n, n))
         Mm = sp.csc_matrix((data.M_data[self._csc_order], self._csc_indices, self._csc_indptr),
@@ -163,7 +165,7 @@ class OSQPRunner:
         lower = np.concatenate([upper[:m_eq], np.full(self.problem.m_ineq, -np.inf)])
         q = data.q
         if ws.solver is None:
-            P, M = self._matrices(data)
+            P, M = self.matrices(data)
             solver = osqp.OSQP()
             solver.setup(P, q, M, lower, upper, **OSQP_SETTINGS)
             ws.solver = solver
