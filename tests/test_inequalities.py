@@ -1127,6 +1127,40 @@ def test_clarabel_certifies_where_osqps_certificate_fails(seed: int) -> None:
     assert model.solve(**box).status == "optimal"
 
 
+def test_lp_jacobians_through_clarabels_guess_match_central_differences_of_highs(
+        skip_peer_failure: SkipPeerFailure) -> None:
+    """Derivatives at LP optima found from Clarabel's point, rows scaled by
+    10^±4 and columns by 10^±3 (seeds 0, 10, 20 of the LP family, none
+    degenerate): dx/dh equals central differences of HiGHS re-solves (an
+    exact simplex, no code shared), and the optimal value's gradient with
+    respect to q is x itself."""
+    for seed in (0, 10, 20):
+        objective, cons, values = _lp(seed)
+        model = dm.Model(objective, cons)
+        sol = model.solve(**values)
+        assert not any(v.any() for v in sol.degenerate.values())
+        assert model._engine.backend("kkt").interior.count >= 1  # (the path under test)
+        np.testing.assert_allclose(sol.objective_gradient()["q"], sol.primal["x"],
+                                   rtol=1e-9, atol=1e-12)
+        J = sol.jacobian("x", "h")
+        h = values["h"]
+        x = cp.Problem(objective, list(cons.values())).variables()[0]
+        moved_x = 0.0
+        for i in np.argsort(-np.abs(J).max(axis=0))[:4]:  # the columns that move x most
+            eps = 1e-6 * max(1.0, abs(h[i]))
+            ends = []
+            for sign in (1.0, -1.0):
+                moved = h.copy()
+                moved[i] += sign * eps
+                _highs_value(skip_peer_failure, objective, cons, {**values, "h": moved})
+                ends.append(np.array(x.value))
+            fd = (ends[0] - ends[1]) / (2 * eps)
+            scale = max(1.0, float(np.max(np.abs(J[:, i]))))
+            assert np.max(np.abs(fd - J[:, i])) <= 1e-5 * scale, (seed, i)
+            moved_x = max(moved_x, float(np.max(np.abs(fd))))
+        assert moved_x > 1e-3  # (h moves x there: the comparison is not of zeros)
+
+
 def test_vertices_with_far_more_binding_rows_than_variables(skip_peer_failure) -> None:
     """LPs whose every row passes through one point that turns out optimal:
     up to 3n rows bind at a vertex that n of them fix. The guesses from
